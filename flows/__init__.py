@@ -1,0 +1,1 @@
+"""Prefect flows: the thin orchestration shell around the core in ``ost``."""

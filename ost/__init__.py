@@ -1,0 +1,1 @@
+"""ost-ingest's pure core: Binance client, kline parsing, candle store. It never imports prefect."""
