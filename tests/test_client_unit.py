@@ -1,0 +1,207 @@
+"""Edge cases of the Binance client, over httpx.MockTransport (the simulator covers the rest)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+import stamina
+
+from ost.binance import BinanceClient, retry_hook
+from ost.errors import (
+    BadPayload,
+    BinanceRejected,
+    BinanceUnavailable,
+    InvalidCandle,
+    RateLimited,
+)
+from ost.pacing import WeightPacer
+
+MINUTE = 60_000
+T0 = 1_700_000_040_000  # aligned to the minute
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def kline_row(open_ms: int, price: float = 100.0) -> list[object]:
+    """A valid 1m kline row as Binance sends it."""
+    return [open_ms, f"{price:.8f}", f"{price + 1:.8f}", f"{price - 1:.8f}", f"{price:.8f}",
+            "1.0", open_ms + MINUTE - 1, "100.0", 3, "0.5", "50.0", "0"]
+
+
+def routed(klines_handler: Handler, now_ms: int = T0 + 10 * MINUTE) -> Handler:
+    """A fake Binance: time and exchangeInfo answer normally, klines go to ``klines_handler``."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v3/time":
+            return httpx.Response(200, json={"serverTime": now_ms})
+        if request.url.path == "/api/v3/exchangeInfo":
+            return httpx.Response(200, json={"rateLimits": []})
+        return klines_handler(request)
+
+    return handle
+
+
+def make_client(handler: Handler, hosts: int = 1, attempts: int = 3) -> BinanceClient:
+    """A client over a mock transport with ``hosts`` base URLs."""
+    urls = [f"http://host{n}.test" for n in range(hosts)]
+    return BinanceClient(urls, max_attempts=attempts, transport=httpx.MockTransport(handler))
+
+
+@pytest.fixture(autouse=True)
+def _fast_retries() -> Iterator[None]:
+    with stamina.set_testing(True, attempts=3, cap=True):
+        yield
+
+
+def test_retry_hook_classifies_errors() -> None:
+    """4xx and impossible candles are final; 5xx, transport and garbled bodies retry."""
+    assert retry_hook(BinanceRejected("x", status=400)) is False
+    assert retry_hook(InvalidCandle("x")) is False
+    assert retry_hook(BinanceUnavailable("x")) is True
+    assert retry_hook(BadPayload("x")) is True
+    assert retry_hook(RateLimited("x", status=429, retry_after=7)) == 7
+    assert retry_hook(ValueError("x")) is False
+
+
+def test_4xx_is_never_retried() -> None:
+    """A -1121 invalid symbol is raised after exactly one request."""
+    calls = []
+
+    def bad_symbol(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(400, json={"code": -1121, "msg": "Invalid symbol."})
+
+    with make_client(routed(bad_symbol)) as client, pytest.raises(BinanceRejected) as info:
+        client.klines("NOPEUSDT", "1m", T0, T0 + MINUTE)
+    assert len(calls) == 1
+    assert info.value.code == -1121
+
+
+def test_5xx_is_retried_until_success() -> None:
+    """Two 503s then a good page: the page arrives on the third attempt."""
+    answers = iter([503, 503, 200])
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        status = next(answers)
+        return httpx.Response(status, json=[kline_row(T0)] if status == 200 else {})
+
+    with make_client(routed(flaky)) as client:
+        page = client.klines("BTCUSDT", "1m", T0, T0 + MINUTE)
+    assert len(page) == 1
+
+
+def test_attempts_are_bounded() -> None:
+    """A host that always fails is asked OST_MAX_ATTEMPTS times, then BinanceUnavailable."""
+    calls = []
+
+    def down(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        raise httpx.ConnectError("refused", request=request)
+
+    with make_client(routed(down)) as client, pytest.raises(BinanceUnavailable):
+        client.klines("BTCUSDT", "1m", T0, T0 + MINUTE)
+    assert len(calls) == 3
+
+
+def test_failover_remembers_the_host_that_works() -> None:
+    """With host0 refusing, requests go to host1, and later requests start there."""
+    hosts = []
+
+    def first_down(request: httpx.Request) -> httpx.Response:
+        hosts.append(request.url.host)
+        if request.url.host == "host0.test":
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(200, json=[kline_row(T0)])
+
+    with make_client(routed(first_down), hosts=2) as client:
+        client.klines("BTCUSDT", "1m", T0, T0 + MINUTE)
+        client.klines("BTCUSDT", "1m", T0, T0 + MINUTE)
+        assert client.base_url == "http://host1.test"
+    assert hosts == ["host0.test", "host1.test", "host1.test"]
+
+
+def test_truncated_json_is_retried_and_never_parsed() -> None:
+    """A body cut in half is a BadPayload, retried; the good answer after it is used."""
+    body = json.dumps([kline_row(T0), kline_row(T0 + MINUTE)])
+    answers = iter([body[: len(body) // 2], body])
+
+    def truncating(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text=next(answers))
+
+    with make_client(routed(truncating)) as client:
+        assert len(client.klines("BTCUSDT", "1m", T0, T0 + 2 * MINUTE)) == 2
+
+
+def test_impossible_candle_is_not_retried() -> None:
+    """A page with high below low raises InvalidCandle after one request."""
+    calls = []
+
+    def impossible(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        row = kline_row(T0)
+        row[2], row[3] = "1.0", "200.0"
+        return httpx.Response(200, json=[row])
+
+    with make_client(routed(impossible)) as client, pytest.raises(InvalidCandle):
+        client.klines("BTCUSDT", "1m", T0, T0 + MINUTE)
+    assert len(calls) == 1
+
+
+def test_rate_limit_waits_retry_after() -> None:
+    """A 429 carries its Retry-After into the error that stamina waits on."""
+
+    def limited(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(429, headers={"Retry-After": "3"}, json={"code": -1003, "msg": "x"})
+
+    with make_client(routed(limited), attempts=1) as client, pytest.raises(RateLimited) as info:
+        client.klines("BTCUSDT", "1m", T0, T0 + MINUTE)
+    assert info.value.retry_after == 3
+    assert retry_hook(info.value) == 3
+
+
+def test_closed_klines_drop_the_open_candle_by_server_time() -> None:
+    """The candle still open by Binance's clock is never returned, whatever the local clock."""
+    now = T0 + 3 * MINUTE + 30_000
+
+    def pages(request: httpx.Request) -> httpx.Response:
+        start = int(request.url.params["startTime"])
+        end = int(request.url.params["endTime"])
+        rows = [kline_row(t) for t in range(start, min(end + 1, now), MINUTE)]
+        return httpx.Response(200, json=rows)
+
+    with make_client(routed(pages, now_ms=now)) as client:
+        frames = list(client.closed_klines("BTCUSDT", "1m", T0))
+    opens = [int(t.timestamp() * 1000) for f in frames for t in f["open_time"]]
+    assert opens == [T0, T0 + MINUTE, T0 + 2 * MINUTE]
+
+
+def test_pacer_sleeps_until_the_window_turns() -> None:
+    """With 40 weight a window, the 21st klines call waits for the next window."""
+    clock = [0]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock[0] += int(seconds * 1000)
+
+    pacer = WeightPacer(limit=40, window_ms=60_000, server_now_ms=lambda: clock[0], sleep=sleep)
+    for _ in range(20):
+        pacer.acquire(2)
+    assert sleeps == []
+    pacer.acquire(2)
+    assert sleeps == [pytest.approx(60.05)]
+    assert pacer.used == 2
+
+
+def test_pacer_trusts_binance_count() -> None:
+    """A header count above ours (another process spends too) is adopted for its window."""
+    clock = [1_000]
+    pacer = WeightPacer(limit=40, window_ms=60_000, server_now_ms=lambda: clock[0])
+    pacer.acquire(2)
+    pacer.observe(38, sent_at_ms=1_000)
+    assert pacer.used == 38
+    pacer.observe(39, sent_at_ms=-60_000)
+    assert pacer.used == 38

@@ -1,0 +1,501 @@
+"""The candle store on real Parquet files: layout, merge, reads, and what it refuses."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import fastparquet
+import filelock
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pds
+import pytest
+from candles import make_candles
+
+from ost import intervals, klines
+from ost.errors import BadInput, InvalidCandle, StoreCorrupt, StoreError
+from ost.store import CandleStore, load_klines, partition_path
+
+SYMBOL = "BTCUSDT"
+MINUTE = 60_000
+#: 22:00 UTC on 2024-02-28: 1m series from here cross day (and leap-day) boundaries soon.
+T0 = intervals.date_ms(dt.date(2024, 2, 28)) + 22 * 60 * MINUTE
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> CandleStore:
+    """A store in an empty temporary directory."""
+    return CandleStore(str(tmp_path))
+
+
+def files_state(root: Path) -> dict[str, tuple[int, int, int]]:
+    """Every partition file under ``root`` with its inode, mtime and size."""
+    return {
+        str(path.relative_to(root)): (
+            path.stat().st_ino,
+            path.stat().st_mtime_ns,
+            path.stat().st_size,
+        )
+        for path in sorted(root.rglob("part.parquet"))
+    }
+
+
+def period_file(root: Path, interval: str, open_ms: int) -> Path:
+    """The partition file that holds the candle opening at ``open_ms``."""
+    period = intervals.partition_start(interval, open_ms)
+    return Path(partition_path(str(root), SYMBOL, interval, period))
+
+
+def test_round_trip_keeps_dtypes_and_values(store: CandleStore) -> None:
+    """Candles merged over several partitions load back equal, with the stored dtypes."""
+    candles = make_candles("1m", T0, 3000)
+    store.merge(SYMBOL, "1m", candles)
+    loaded = store.load_klines(SYMBOL, "1m")
+    assert list(loaded.columns) == list(klines.COLUMNS)
+    assert {column: str(dtype) for column, dtype in loaded.dtypes.items()} == klines.DTYPES
+    assert isinstance(loaded.index, pd.RangeIndex)
+    assert klines.rows_equal(loaded, candles)
+    assert len(store.partitions(SYMBOL, "1m")) > 1
+
+
+@pytest.mark.parametrize("interval", ["1s", "15m", "1h", "1w", "1M"])
+def test_each_candle_lands_in_its_time_partition(
+    store: CandleStore, tmp_path: Path, interval: str
+) -> None:
+    """The file of every stored candle is the one ``partition_start`` names."""
+    candles = make_candles(interval, T0, 200)
+    store.merge(SYMBOL, interval, candles)
+    for open_ms in klines.open_time_ms(candles)[::37]:
+        path = period_file(tmp_path, interval, int(open_ms))
+        stored = fastparquet.ParquetFile(str(path)).to_pandas()
+        assert int(open_ms) in set(klines.open_time_ms(stored))
+    assert klines.rows_equal(store.load_klines(SYMBOL, interval), candles)
+
+
+def test_merge_counts_open_times_not_stored_before(store: CandleStore) -> None:
+    """Merging returns how many of its open times were new to the store."""
+    first = make_candles("1m", T0, 500)
+    second = make_candles("1m", T0 + 300 * MINUTE, 500)
+    assert store.merge(SYMBOL, "1m", first) == len(first)
+    overlap = set(klines.open_time_ms(first)) & set(klines.open_time_ms(second))
+    assert store.merge(SYMBOL, "1m", second) == len(second) - len(overlap)
+    assert store.merge(SYMBOL, "1m", second) == 0
+
+
+def test_newest_fetch_wins_on_the_same_open_time(store: CandleStore) -> None:
+    """Rows of a later merge replace stored rows with the same open_time."""
+    old = make_candles("1m", T0, 200, seed=1)
+    new = make_candles("1m", T0 + 100 * MINUTE, 200, seed=2)
+    store.merge(SYMBOL, "1m", old)
+    store.merge(SYMBOL, "1m", new)
+    loaded = store.load_klines(SYMBOL, "1m")
+    expected = pd.concat([old.iloc[:100], new], ignore_index=True)
+    assert klines.rows_equal(loaded, expected)
+    assert not old.iloc[100:].reset_index(drop=True).equals(new.iloc[:100].reset_index(drop=True))
+
+
+def test_unsorted_frame_is_stored_sorted(store: CandleStore) -> None:
+    """A frame in any row order is stored sorted by open_time."""
+    candles = make_candles("1m", T0, 300)
+    store.merge(SYMBOL, "1m", candles.sample(frac=1.0, random_state=3))
+    assert klines.rows_equal(store.load_klines(SYMBOL, "1m"), candles)
+
+
+def test_pyarrow_dataset_reads_the_store_with_partition_keys(
+    store: CandleStore, tmp_path: Path
+) -> None:
+    """The pyarrow hive dataset reads every stream, with symbol and interval columns."""
+    streams = {
+        ("BTCUSDT", "1m"): make_candles("1m", T0, 1500),
+        ("ETHUSDT", "1h"): make_candles("1h", T0, 50),
+    }
+    for (symbol, interval), candles in streams.items():
+        store.merge(symbol, interval, candles)
+    table = pds.dataset(str(tmp_path / "klines"), partitioning="hive").to_table()
+    assert table.schema.field("open_time").type == pa.timestamp("ms", tz="UTC")
+    frame = table.to_pandas()
+    for (symbol, interval), candles in streams.items():
+        rows = frame[(frame["symbol"] == symbol) & (frame["interval"] == interval)]
+        rows = rows.sort_values("open_time")[list(klines.COLUMNS)]
+        assert (
+            rows["open_time"].astype(klines.TIME_DTYPE).to_numpy()
+            == candles["open_time"].to_numpy()
+        ).all()
+        assert np.array_equal(rows["close"].to_numpy(), candles["close"].to_numpy())
+        assert np.array_equal(rows["trades"].to_numpy(), candles["trades"].to_numpy())
+
+
+def test_duckdb_reads_the_store_with_partition_keys(store: CandleStore, tmp_path: Path) -> None:
+    """DuckDB's hive glob reads every stream, with symbol and interval columns."""
+    streams = {
+        ("BTCUSDT", "15m"): make_candles("15m", T0, 400),
+        ("ETHUSDT", "1m"): make_candles("1m", T0, 200),
+    }
+    for (symbol, interval), candles in streams.items():
+        store.merge(symbol, interval, candles)
+    rows = duckdb.sql(
+        f"""select symbol, interval, count(*), count(distinct open_time), epoch_ms(max(open_time)),
+                   sum(trades), sum(close)
+            from read_parquet('{tmp_path}/klines/**/*.parquet', hive_partitioning=true)
+            group by symbol, interval order by symbol"""
+    ).fetchall()
+    expected = [
+        (
+            symbol,
+            interval,
+            len(candles),
+            len(candles),
+            int(klines.open_time_ms(candles).max()),
+            int(candles["trades"].sum()),
+        )
+        for (symbol, interval), candles in sorted(streams.items())
+    ]
+    assert [row[:6] for row in rows] == expected
+    sums = [float(candles["close"].sum()) for _, candles in sorted(streams.items())]
+    assert [row[6] for row in rows] == pytest.approx(sums)
+
+
+def test_update_rewrites_only_the_newest_partition(store: CandleStore, tmp_path: Path) -> None:
+    """Adding 15 candles to a stream rewrites its newest file and leaves older files untouched."""
+    history = make_candles("1m", T0, 4 * 1440 - 30)
+    store.merge(SYMBOL, "1m", history)
+    before = files_state(tmp_path)
+    update = make_candles("1m", int(klines.open_time_ms(history)[-1]) + MINUTE, 15)
+    newest = period_file(tmp_path, "1m", int(klines.open_time_ms(update)[0]))
+
+    assert store.merge(SYMBOL, "1m", update) == 15
+
+    after = files_state(tmp_path)
+    changed = {name for name in after if after[name] != before.get(name)}
+    assert changed == {str(newest.relative_to(tmp_path))}
+
+
+def test_update_reads_no_older_partition(store: CandleStore, tmp_path: Path) -> None:
+    """An update of the newest partition succeeds even when every older file is unreadable."""
+    history = make_candles("1m", T0, 3 * 1440)
+    store.merge(SYMBOL, "1m", history)
+    newest = period_file(tmp_path, "1m", int(klines.open_time_ms(history)[-1]))
+    for path in tmp_path.rglob("part.parquet"):
+        if path != newest:
+            path.write_bytes(b"not parquet")
+    update = make_candles("1m", int(klines.open_time_ms(history)[-1]) + MINUTE, 15)
+    assert store.merge(SYMBOL, "1m", update) == 15
+    assert store.last_open_time(SYMBOL, "1m") == int(klines.open_time_ms(update)[-1])
+
+
+def test_identical_merge_rewrites_nothing(store: CandleStore, tmp_path: Path) -> None:
+    """Merging rows equal to the stored ones leaves every file as it was."""
+    candles = make_candles("1m", T0, 2000)
+    store.merge(SYMBOL, "1m", candles)
+    before = files_state(tmp_path)
+    assert store.merge(SYMBOL, "1m", candles.iloc[100:1900]) == 0
+    assert files_state(tmp_path) == before
+
+
+MAR_1 = intervals.date_ms(dt.date(2024, 3, 1))
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "start_ms", "end_ms"),
+    [
+        (None, None, None, None),
+        (T0 + 90 * MINUTE, None, T0 + 90 * MINUTE, None),
+        (None, T0 + 90 * MINUTE, None, T0 + 90 * MINUTE),
+        (T0 + 90 * MINUTE + 1, T0 + 1500 * MINUTE, T0 + 90 * MINUTE + 1, T0 + 1500 * MINUTE),
+        (
+            pd.Timestamp(T0 + 7 * MINUTE, unit="ms", tz="UTC"),
+            dt.datetime(2024, 3, 1, 3, 0, tzinfo=dt.UTC),
+            T0 + 7 * MINUTE,
+            MAR_1 + 180 * MINUTE,
+        ),
+        (dt.datetime(2024, 3, 1), pd.Timestamp("2024-03-01 00:05"), MAR_1, MAR_1 + 5 * MINUTE),
+        (
+            dt.datetime(2024, 3, 1, 2, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+            MAR_1 + MINUTE,
+            MAR_1,
+            MAR_1 + MINUTE,
+        ),
+        (T0 + 500 * MINUTE, T0 + 500 * MINUTE, T0 + 500 * MINUTE, T0 + 500 * MINUTE),
+        (
+            T0 - 9 * 1440 * MINUTE,
+            T0 - 5 * 1440 * MINUTE,
+            T0 - 9 * 1440 * MINUTE,
+            T0 - 5 * 1440 * MINUTE,
+        ),
+    ],
+)
+def test_load_klines_returns_rows_in_the_half_open_range(
+    store: CandleStore, start: object, end: object, start_ms: int | None, end_ms: int | None
+) -> None:
+    """load_klines keeps exactly the candles with start <= open_time < end, for each bound type."""
+    candles = make_candles("1m", T0, 3000)
+    store.merge(SYMBOL, "1m", candles)
+    loaded = store.load_klines(SYMBOL, "1m", start, end)
+    open_ms = klines.open_time_ms(candles)
+    keep = np.ones(len(candles), dtype=bool)
+    if start_ms is not None:
+        keep &= open_ms >= start_ms
+    if end_ms is not None:
+        keep &= open_ms < end_ms
+    assert klines.rows_equal(loaded, candles[keep])
+    assert {column: str(dtype) for column, dtype in loaded.dtypes.items()} == klines.DTYPES
+
+
+def test_load_klines_opens_only_overlapping_partitions(store: CandleStore, tmp_path: Path) -> None:
+    """Files outside the range are never opened: corrupting them does not disturb the read."""
+    candles = make_candles("1m", T0, 5 * 1440)
+    store.merge(SYMBOL, "1m", candles)
+    wanted_start = intervals.date_ms(dt.date(2024, 3, 1))
+    wanted = (wanted_start + 60 * MINUTE, wanted_start + 1440 * MINUTE)
+    needed = period_file(tmp_path, "1m", wanted[0])
+    for path in tmp_path.rglob("part.parquet"):
+        if path != needed:
+            path.write_bytes(b"garbage")
+    loaded = store.load_klines(SYMBOL, "1m", *wanted)
+    open_ms = klines.open_time_ms(candles)
+    assert klines.rows_equal(loaded, candles[(open_ms >= wanted[0]) & (open_ms < wanted[1])])
+    with pytest.raises(StoreCorrupt, match=r"part\.parquet"):
+        store.load_klines(SYMBOL, "1m", wanted[0], wanted[1] + 1)
+
+
+def test_load_klines_of_an_unknown_stream_is_empty(store: CandleStore) -> None:
+    """A stream with nothing stored loads as the empty stored frame."""
+    loaded = store.load_klines(SYMBOL, "4h")
+    assert loaded.empty
+    assert {column: str(dtype) for column, dtype in loaded.dtypes.items()} == klines.DTYPES
+
+
+def test_module_load_klines_reads_the_configured_data_dir(
+    store: CandleStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The module-level load_klines reads data_dir, or OST_DATA_DIR when none is given."""
+    candles = make_candles("1h", T0, 30)
+    store.merge(SYMBOL, "1h", candles)
+    assert klines.rows_equal(load_klines(SYMBOL, "1h", data_dir=str(tmp_path)), candles)
+    monkeypatch.setenv("OST_DATA_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # no stray .env file is read
+    assert klines.rows_equal(load_klines(SYMBOL, "1h", T0 + 3_600_000), candles.iloc[1:])
+
+
+def test_last_open_time_comes_from_footer_statistics(
+    store: CandleStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """last_open_time is found without reading any file's rows."""
+    candles = make_candles("1m", T0, 3000)
+    store.merge(SYMBOL, "1m", candles)
+
+    def no_row_reads(*args: object, **kwargs: object) -> None:
+        raise AssertionError("last_open_time read rows")
+
+    monkeypatch.setattr(fastparquet.ParquetFile, "to_pandas", no_row_reads)
+    assert store.last_open_time(SYMBOL, "1m") == int(klines.open_time_ms(candles).max())
+
+
+def test_last_open_time_without_statistics_reads_the_newest_file(
+    store: CandleStore, tmp_path: Path
+) -> None:
+    """A file written without statistics still gives its newest open time."""
+    candles = make_candles("1d", T0, 40)
+    store.merge(SYMBOL, "1d", candles)
+    newest = period_file(tmp_path, "1d", int(klines.open_time_ms(candles)[-1]))
+    stored = fastparquet.ParquetFile(str(newest)).to_pandas()
+    fastparquet.write(str(newest), stored, write_index=False, stats=False)
+    assert store.last_open_time(SYMBOL, "1d") == int(klines.open_time_ms(candles).max())
+
+
+def test_last_open_time_skips_a_period_directory_without_file(
+    store: CandleStore, tmp_path: Path
+) -> None:
+    """A newer period directory left without a file by a crash does not hide the stored data."""
+    assert store.last_open_time(SYMBOL, "1m") is None
+    candles = make_candles("1m", T0, 100)
+    store.merge(SYMBOL, "1m", candles)
+    leftover = Path(partition_path(str(tmp_path), SYMBOL, "1m", dt.date(2030, 1, 1))).parent
+    leftover.mkdir()
+    (leftover / ".part-crashed.tmp").write_bytes(b"half a file")
+    assert store.last_open_time(SYMBOL, "1m") == int(klines.open_time_ms(candles)[-1])
+    assert dt.date(2030, 1, 1) not in store.partitions(SYMBOL, "1m")
+
+
+def test_impossible_candle_writes_nothing(store: CandleStore, tmp_path: Path) -> None:
+    """A frame with one impossible candle is refused whole; the store stays byte for byte."""
+    store.merge(SYMBOL, "1m", make_candles("1m", T0, 100))
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    bad = make_candles("1m", T0 + 50 * MINUTE, 3000, seed=5)
+    bad.loc[2500, "high"] = bad.loc[2500, "low"] / 2
+    with pytest.raises(InvalidCandle):
+        store.merge(SYMBOL, "1m", bad)
+    after = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    assert after == before
+
+
+def mangle(frame: pd.DataFrame, how: str) -> pd.DataFrame:
+    """``frame`` broken in one way: a dtype, a missing or extra column, a null, a duplicate."""
+    broken = frame.copy()
+    if how == "float32":
+        broken["volume"] = broken["volume"].astype("float32")
+    elif how == "microseconds":
+        broken["close_time"] = broken["close_time"].astype("datetime64[us, UTC]")
+    elif how == "missing":
+        broken = broken.drop(columns=["trades"])
+    elif how == "extra":
+        broken["symbol"] = SYMBOL
+    elif how == "null":
+        broken.loc[3, "open"] = np.nan
+    elif how == "duplicate":
+        broken = pd.concat([broken, broken.iloc[[4]]], ignore_index=True)
+    return broken
+
+
+@pytest.mark.parametrize(
+    "how", ["float32", "microseconds", "missing", "extra", "null", "duplicate"]
+)
+def test_malformed_frame_is_refused_before_any_write(
+    store: CandleStore, tmp_path: Path, how: str
+) -> None:
+    """A frame with the wrong columns, dtypes, nulls or duplicate open times writes nothing."""
+    with pytest.raises((StoreError, InvalidCandle)):
+        store.merge(SYMBOL, "1m", mangle(make_candles("1m", T0, 10), how))
+    assert not (tmp_path / "klines").exists()
+
+
+def test_empty_frame_writes_nothing(store: CandleStore, tmp_path: Path) -> None:
+    """Merging no candles returns 0 and creates nothing."""
+    assert store.merge(SYMBOL, "1m", klines.empty_frame()) == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("symbol", "interval"),
+    [("../x", "1m"), ("BTCUSDT", "../1m"), ("btc/..", "1m"), ("BTCUSDT", "2m")],
+)
+def test_bad_names_never_reach_the_filesystem(
+    store: CandleStore, tmp_path: Path, symbol: str, interval: str
+) -> None:
+    """A bad symbol or interval is refused by every method before any path is used."""
+    calls = [
+        lambda: store.merge(symbol, interval, klines.empty_frame()),
+        lambda: store.load_klines(symbol, interval),
+        lambda: store.last_open_time(symbol, interval),
+        lambda: store.partitions(symbol, interval),
+    ]
+    for call in calls:
+        with pytest.raises(BadInput):
+            call()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_partition_raises_store_corrupt_naming_the_file(
+    store: CandleStore, tmp_path: Path
+) -> None:
+    """An unreadable partition file raises StoreCorrupt with its path, for reads and merges."""
+    candles = make_candles("1m", T0, 100)
+    store.merge(SYMBOL, "1m", candles)
+    path = period_file(tmp_path, "1m", T0)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(StoreCorrupt, match=str(path)):
+        store.load_klines(SYMBOL, "1m")
+    with pytest.raises(StoreCorrupt, match=str(path)):
+        store.last_open_time(SYMBOL, "1m")
+    with pytest.raises(StoreCorrupt, match=str(path)):
+        store.merge(SYMBOL, "1m", candles.iloc[:5])
+
+
+def test_partition_holding_foreign_rows_is_corrupt(store: CandleStore, tmp_path: Path) -> None:
+    """A file whose rows belong to another partition, or lack a column, raises StoreCorrupt."""
+    store.merge(SYMBOL, "1m", make_candles("1m", T0, 10))
+    path = period_file(tmp_path, "1m", T0)
+    elsewhere = make_candles("1m", T0 + 3 * 1440 * MINUTE, 10)
+    fastparquet.write(str(path), elsewhere, write_index=False)
+    with pytest.raises(StoreCorrupt, match="outside"):
+        store.load_klines(SYMBOL, "1m")
+    fastparquet.write(
+        str(path), make_candles("1m", T0, 10).drop(columns=["close"]), write_index=False
+    )
+    with pytest.raises(StoreCorrupt, match="columns"):
+        store.load_klines(SYMBOL, "1m")
+
+
+def test_streams_and_partitions_describe_the_store(store: CandleStore, tmp_path: Path) -> None:
+    """The stored pairs and their periods are listed; stray entries are ignored."""
+    store.merge("ETHUSDT", "1h", make_candles("1h", T0, 10))
+    store.merge(SYMBOL, "1m", make_candles("1m", T0, 200))
+    store.merge(SYMBOL, "15m", make_candles("15m", T0, 10))
+    (tmp_path / "klines" / "symbol=bad!").mkdir()
+    (tmp_path / "klines" / "README").write_text("not a stream")
+    (tmp_path / "klines" / f"symbol={SYMBOL}" / "interval=7m").mkdir()
+    assert store.streams() == [(SYMBOL, "15m"), (SYMBOL, "1m"), ("ETHUSDT", "1h")]
+    assert store.partitions(SYMBOL, "1m") == [dt.date(2024, 2, 28), dt.date(2024, 2, 29)]
+    assert store.partitions(SYMBOL, "15m") == [dt.date(2024, 2, 1)]
+    assert store.partitions("ETHUSDT", "1h") == [dt.date(2024, 1, 1)]
+    assert store.partitions("ETHUSDT", "1m") == []
+
+
+def test_stale_temp_files_are_invisible_and_cleaned(store: CandleStore, tmp_path: Path) -> None:
+    """A temp file left by a killed writer is ignored by readers and removed by the next write."""
+    candles = make_candles("1m", T0, 100)
+    store.merge(SYMBOL, "1m", candles)
+    directory = period_file(tmp_path, "1m", T0).parent
+    stale = directory / ".part-killed.tmp"
+    stale.write_bytes(b"PAR1 half written")
+    assert pds.dataset(str(tmp_path / "klines"), partitioning="hive").count_rows() == len(candles)
+    glob = f"{tmp_path}/klines/**/*.parquet"
+    assert duckdb.sql(f"select count(*) from read_parquet('{glob}')").fetchall() == [
+        (len(candles),)
+    ]
+    assert klines.rows_equal(store.load_klines(SYMBOL, "1m"), candles)
+    store.merge(SYMBOL, "1m", make_candles("1m", T0, 5, seed=9))
+    assert sorted(path.name for path in directory.iterdir()) == ["part.parquet"]
+
+
+def test_lock_held_elsewhere_times_out_as_store_error(tmp_path: Path) -> None:
+    """A writer that cannot get the stream's lock in time raises StoreError and writes nothing."""
+    store = CandleStore(str(tmp_path), lock_timeout=0.2)
+    (tmp_path / "locks").mkdir()
+    with (
+        filelock.FileLock(tmp_path / "locks" / f"{SYMBOL}-1m.lock"),
+        pytest.raises(StoreError, match="lock"),
+    ):
+        store.merge(SYMBOL, "1m", make_candles("1m", T0, 10))
+    assert store.partitions(SYMBOL, "1m") == []
+
+
+@pytest.fixture
+def memory_root() -> Iterator[str]:
+    """A unique ``memory://`` root, removed afterwards."""
+    root = f"memory://ost-test-{uuid.uuid4().hex}"
+    yield root
+    fs = fsspec.filesystem("memory")
+    path = root.removeprefix("memory://")
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def test_memory_filesystem_root(memory_root: str) -> None:
+    """A memory:// root supports merge, reads, statistics and listing like a local one."""
+    store = CandleStore(memory_root)
+    candles = make_candles("1m", T0, 3000)
+    assert store.merge(SYMBOL, "1m", candles.iloc[:2000]) == 2000
+    assert store.merge(SYMBOL, "1m", candles.iloc[1500:]) == 1000
+    assert klines.rows_equal(store.load_klines(SYMBOL, "1m"), candles)
+    assert store.last_open_time(SYMBOL, "1m") == int(klines.open_time_ms(candles)[-1])
+    assert store.streams() == [(SYMBOL, "1m")]
+    assert len(store.partitions(SYMBOL, "1m")) == 3
+    fs = fsspec.filesystem("memory")
+    names = [os.path.basename(path) for path in fs.find(memory_root.removeprefix("memory://"))]
+    assert set(names) == {"part.parquet"}
+
+
+def test_file_url_root_is_the_same_store_as_its_path(tmp_path: Path) -> None:
+    """A file:// URL and the plain path address the same files."""
+    candles = make_candles("15m", T0, 100)
+    CandleStore(f"file://{tmp_path}").merge(SYMBOL, "15m", candles)
+    assert klines.rows_equal(CandleStore(str(tmp_path)).load_klines(SYMBOL, "15m"), candles)
+    assert (tmp_path / "locks").is_dir()
