@@ -123,6 +123,73 @@ def sim(
     raise typer.Exit(EXIT_FAILED)
 
 
+@app.command()
+def up(
+    simulate: Annotated[
+        bool, typer.Option("--simulate", help="Also start the simulator and point the client at it.")
+    ] = False,
+    sim_port: Annotated[int, typer.Option(help="The simulator's port (with --simulate).")] = 8900,
+) -> None:
+    """The single-machine stack: Prefect server, work pool, deployments, worker, metrics."""
+    import time
+
+    from rich.console import Console
+
+    from ost.stack import running_stack
+
+    settings = _settings()
+    console = Console()
+
+    def say(line: str) -> None:
+        console.print(f"[dim]ost up:[/] {line}", highlight=False)
+
+    try:
+        with running_stack(simulate, sim_port, say) as stack:
+            ui = stack.env["PREFECT_API_URL"].removesuffix("/api")
+            metrics = f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+            console.print(
+                f"\n[bold green]ost-ingest is up.[/] Prefect UI: {ui}   metrics: {metrics}\n"
+                f"Try, in another terminal:\n"
+                f"  export PREFECT_API_URL={stack.env['PREFECT_API_URL']}\n"
+                "  prefect deployment run ingest-all/scheduled\n"
+                "  prefect deployment run backfill/manual --param interval=1h --param days=2\n"
+                "  uv run ost schedule pause   # and: uv run ost schedule resume\n"
+                "  uv run ost status\n"
+                "Ctrl-C stops everything ost up started.\n",
+                highlight=False,
+            )
+            while True:
+                stack.check_alive()
+                time.sleep(1)
+    except KeyboardInterrupt:
+        say("stopped")
+    except RuntimeError as exc:
+        _fail(str(exc), EXIT_FAILED)
+
+
+schedule_app = typer.Typer(help="Pause or resume the ingest schedule (the UI's toggle).")
+app.add_typer(schedule_app, name="schedule")
+
+
+def _set_schedule(paused: bool) -> None:
+    from flows.control import set_paused
+
+    state = set_paused(paused)
+    typer.echo(f"{state.deployment}: {'paused' if state.paused else 'scheduled'}")
+
+
+@schedule_app.command("pause")
+def schedule_pause() -> None:
+    """Pause the ingest-all deployment and its schedule through the Prefect API."""
+    _set_schedule(True)
+
+
+@schedule_app.command("resume")
+def schedule_resume() -> None:
+    """Resume the ingest-all deployment and its schedule through the Prefect API."""
+    _set_schedule(False)
+
+
 #: click's UsageError, as typer vendors it (typer re-exports only its subclass BadParameter).
 _UsageError: type[Exception] = typer.BadParameter.__base__
 

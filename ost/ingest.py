@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ost import intervals
 from ost.binance import BinanceClient
@@ -30,6 +30,8 @@ class StreamOutcome:
     seconds: float
     reason: str | None = None
     error: str | None = None
+    #: The error that failed the stream, for a caller that must raise it (the flow's task).
+    exception: OstError | None = field(default=None, repr=False, compare=False)
 
 
 def resume_point(
@@ -90,6 +92,7 @@ def ingest_or_report(
             seconds=time.perf_counter() - started,
             reason=exc.reason,
             error=str(exc),
+            exception=exc,
         )
 
 

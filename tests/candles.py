@@ -11,6 +11,10 @@ import pandas as pd
 
 from ost import intervals, klines
 
+#: A pytest warning filter for stores written in tests: fastparquet reads tz-aware columns through
+#: ``Series.values``, which pandas 3.1 deprecates (harmless, and costly to record thousands of).
+FASTPARQUET_VALUES = "ignore:Series.values returning an ndarray:DeprecationWarning"
+
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 

@@ -40,10 +40,12 @@ class Candles:
     @classmethod
     def empty(cls) -> Candles:
         """No candles."""
-        return cls(**{
-            f.name: np.empty(0, np.int64 if f.name in _INT_COLUMNS else np.float64)
-            for f in fields(cls)
-        })
+        return cls(
+            **{
+                f.name: np.empty(0, np.int64 if f.name in _INT_COLUMNS else np.float64)
+                for f in fields(cls)
+            }
+        )
 
     @classmethod
     def concat(cls, parts: list[Candles]) -> Candles:
@@ -53,9 +55,12 @@ class Candles:
             return cls.empty()
         if len(parts) == 1:
             return parts[0]
-        joined = cls(**{
-            f.name: np.concatenate([getattr(part, f.name) for part in parts]) for f in fields(cls)
-        })
+        joined = cls(
+            **{
+                f.name: np.concatenate([getattr(part, f.name) for part in parts])
+                for f in fields(cls)
+            }
+        )
         order = np.argsort(joined.open_time, kind="stable")
         return joined.take(order)
 

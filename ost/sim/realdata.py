@@ -20,9 +20,8 @@ from typing import Final
 
 import numpy as np
 
-from ost.intervals import DAY_MS
 from ost.sim.candles import Candles
-from ost.sim.symbols import _ms
+from ost.sim.symbols import utc_ms
 
 DEFAULT_DIR: Final = Path("/work/shared/realdata")
 ENV_DIR: Final = "OST_SIM_REALDATA_DIR"
@@ -88,7 +87,7 @@ def read_csv(name: str) -> Candles:
 def spans(symbol: str) -> tuple[Span, ...]:
     """The real-data spans of ``symbol``, in time order (none for most symbols)."""
     return tuple(
-        Span(start_ms=_ms(start), end_ms=_ms(end), rows=read_csv(name))
+        Span(start_ms=utc_ms(start), end_ms=utc_ms(end), rows=read_csv(name))
         for owner, start, end, name in _SPAN_TABLE
         if owner == symbol
     )
@@ -96,12 +95,9 @@ def spans(symbol: str) -> tuple[Span, ...]:
 
 def span_starts_ends(symbol: str) -> tuple[np.ndarray, np.ndarray]:
     """Start and end ms of every span of ``symbol`` as two arrays, without reading any CSV."""
-    table = [(_ms(start), _ms(end)) for owner, start, end, _ in _SPAN_TABLE if owner == symbol]
+    table = [
+        (utc_ms(start), utc_ms(end)) for owner, start, end, _ in _SPAN_TABLE if owner == symbol
+    ]
     starts = np.array([start for start, _ in table], dtype=np.int64)
     ends = np.array([end for _, end in table], dtype=np.int64)
     return starts, ends
-
-
-def real_days(symbol: str) -> tuple[int, ...]:
-    """Midnight (ms) of each day whose 1m candles are real, as in the CSV file of that day."""
-    return tuple(_ms(start) // DAY_MS * DAY_MS for owner, start, _, _ in _SPAN_TABLE if owner == symbol)

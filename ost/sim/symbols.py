@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 
-def _ms(text: str) -> int:
+def utc_ms(text: str) -> int:
     """Epoch ms of an ISO date or date-time in UTC."""
     moment = dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
     return int(moment.timestamp() * 1000)
@@ -63,8 +63,8 @@ def _listing(
     quote_per_minute: float = 50_000.0,
     daily_vol: float = 0.05,
 ) -> Listing:
-    listed_ms = _ms(listed)
-    points = tuple((_ms(when), price) for when, price in anchors)
+    listed_ms = utc_ms(listed)
+    points = tuple((utc_ms(when), price) for when, price in anchors)
     if points[0][0] != listed_ms:
         points = ((listed_ms, points[0][1]), *points)
     return Listing(

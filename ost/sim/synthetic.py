@@ -44,7 +44,7 @@ _PRICE_OCTAVES: Final = (
     30 * DAY_MS,
     180 * DAY_MS,
 )
-#: Octaves of the volume rate, each moving it by at most ±2 × 10 % of the base rate.
+#: Octaves of the volume rate, each moving it by at most ±2 * 10 % of the base rate.
 _VOLUME_OCTAVES: Final = (MINUTE_MS, 60 * MINUTE_MS, DAY_MS, 30 * DAY_MS)
 _VOLUME_SWING: Final = 0.1
 #: Octaves of the taker-buy share of the volume.
@@ -58,10 +58,11 @@ _RANGE_SCALE: Final = 0.8
 
 def _mix(values: np.ndarray) -> np.ndarray:
     """SplitMix64's finalizer: 64 well-mixed bits from each uint64."""
-    z = values
+    z: np.ndarray = values
     z = (z ^ (z >> _U64(30))) * _MIX1
     z = (z ^ (z >> _U64(27))) * _MIX2
-    return z ^ (z >> _U64(31))
+    mixed: np.ndarray = z ^ (z >> _U64(31))
+    return mixed
 
 
 def stream_seed(*parts: int) -> int:
@@ -76,7 +77,8 @@ def uniform(seed: int, keys: np.ndarray) -> np.ndarray:
     """A uniform number in ``[0, 1)`` for each integer key, fixed by ``seed``."""
     with np.errstate(over="ignore"):
         bits = _mix(keys.astype(np.uint64) * _GOLDEN + _U64(seed))
-    return (bits >> _U64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    unit: np.ndarray = (bits >> _U64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    return unit
 
 
 def _value_noise(seed: int, t: np.ndarray, octave_ms: int) -> np.ndarray:
@@ -85,7 +87,8 @@ def _value_noise(seed: int, t: np.ndarray, octave_ms: int) -> np.ndarray:
     frac = (t - cell * octave_ms) / octave_ms
     left = uniform(seed, cell) * 2.0 - 1.0
     right = uniform(seed, cell + 1) * 2.0 - 1.0
-    return left + (right - left) * frac
+    noise: np.ndarray = left + (right - left) * frac
+    return noise
 
 
 def log_price(listing: Listing, t: np.ndarray) -> np.ndarray:

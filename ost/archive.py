@@ -1,0 +1,220 @@
+"""The data.binance.vision archive: daily and monthly kline zips, checked and parsed strictly.
+
+Paths under ``OST_ARCHIVE_BASE_URL``, as the real archive lays them out::
+
+    /data/spot/daily/klines/{SYMBOL}/{INTERVAL}/{SYMBOL}-{INTERVAL}-{YYYY-MM-DD}.zip[.CHECKSUM]
+    /data/spot/monthly/klines/{SYMBOL}/{INTERVAL}/{SYMBOL}-{INTERVAL}-{YYYY-MM}.zip[.CHECKSUM]
+
+A zip holds one headerless CSV of the 12 kline fields; times are microseconds for candles from
+2025-01-01 on and milliseconds before, both stored as milliseconds. ``.CHECKSUM`` reads
+``<sha256 of the zip>  <name>.zip``.
+
+:meth:`Archive.fetch` returns the file's candles as a stored-schema frame, or **None when the
+archive does not have the file** (a 404 for the zip or its checksum: not published yet, before a
+listing, or an interval the archive does not keep). Everything else that is wrong raises
+:class:`~ost.errors.ArchiveError` and nothing of the file is returned: a checksum mismatch, a
+damaged zip, a CSV that is not 12 well-typed fields per line, an impossible candle, a candle
+outside the file's period, a 4xx other than 404, or a transport error or 5xx that persisted
+through every attempt (retried by stamina with the client's policy: transport errors and 5xx are
+retried, 4xx never). The caller takes that period from the API instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import re
+import zipfile
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import httpx
+import numpy as np
+import pandas as pd
+import stamina
+
+from ost import intervals, klines
+from ost.errors import ArchiveError, InvalidCandle
+
+Span = Literal["daily", "monthly"]
+
+#: Intervals the archive keeps and that this module reads: one day or shorter.
+ARCHIVED_INTERVALS: Final = tuple(
+    name for name, length in intervals.FIXED_INTERVAL_MS.items() if length <= intervals.DAY_MS
+)
+_FIELDS: Final = 12
+_CSV_DTYPES: Final = {
+    position: ("int64" if position in (0, 6, 8) else "float64") for position in range(11)
+} | {11: "str"}
+_CHECKSUM_RE: Final = re.compile(r"^([0-9a-fA-F]{64})\s+(\S+)\s*$")
+_HEADER_START: Final = b"open_time"
+NOT_FOUND: Final = 404
+
+
+@dataclass(frozen=True)
+class ArchiveFile:
+    """One daily or monthly kline file: the candles opening in ``[start_ms, end_ms)``."""
+
+    symbol: str
+    interval: str
+    span: Span
+    start_ms: int
+    end_ms: int
+
+    @property
+    def label(self) -> str:
+        """``YYYY-MM-DD`` for a daily file, ``YYYY-MM`` for a monthly one."""
+        day = dt.datetime.fromtimestamp(self.start_ms / 1000, tz=dt.UTC).date()
+        return day.isoformat() if self.span == "daily" else day.strftime("%Y-%m")
+
+    @property
+    def name(self) -> str:
+        """The zip's file name, e.g. ``BTCUSDT-1m-2024-12-31.zip``."""
+        return f"{self.symbol}-{self.interval}-{self.label}.zip"
+
+    def url(self, base_url: str) -> str:
+        """The zip's URL under the archive's ``base_url``."""
+        return (
+            f"{base_url.rstrip('/')}/data/spot/{self.span}/klines/"
+            f"{self.symbol}/{self.interval}/{self.name}"
+        )
+
+
+def daily_file(symbol: str, interval: str, day: dt.date) -> ArchiveFile:
+    """The daily file of ``day``."""
+    start = intervals.date_ms(day)
+    return ArchiveFile(symbol, interval, "daily", start, start + intervals.DAY_MS)
+
+
+def monthly_file(symbol: str, interval: str, month_start_ms: int) -> ArchiveFile:
+    """The monthly file of the month that contains ``month_start_ms``."""
+    start = intervals.align("1M", month_start_ms)
+    return ArchiveFile(symbol, interval, "monthly", start, intervals.next_open("1M", start))
+
+
+def is_archived(interval: str) -> bool:
+    """Whether the archive keeps ``interval`` (1s to 1d)."""
+    return interval in ARCHIVED_INTERVALS
+
+
+class Archive:
+    """Reads kline files from the archive at ``base_url`` through ``http``."""
+
+    def __init__(self, base_url: str, http: httpx.Client, *, max_attempts: int = 3) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = http
+        self.max_attempts = max_attempts
+
+    def fetch(self, file: ArchiveFile) -> pd.DataFrame | None:
+        """The file's candles, validated; None if the archive does not have the file.
+
+        Raises :class:`ArchiveError` for anything else that is wrong (see the module docstring).
+        """
+        url = file.url(self.base_url)
+        checksum = self._download(url + ".CHECKSUM")
+        if checksum is None:
+            return None
+        expected = parse_checksum(checksum, file.name)
+        data = self._download(url)
+        if data is None:
+            return None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise ArchiveError(f"{file.name} fails its checksum: sha256 {actual}, not {expected}")
+        return parse_zip(data, file)
+
+    def _download(self, url: str) -> bytes | None:
+        """The body at ``url``; None for a 404. Transport errors and 5xx are retried."""
+        try:
+            for attempt in stamina.retry_context(
+                on=_is_transient,
+                attempts=self.max_attempts,
+                timeout=None,
+                wait_initial=0.5,
+                wait_max=10.0,
+                wait_jitter=1.0,
+            ):
+                with attempt:
+                    return self._get_once(url)
+        except httpx.HTTPError as exc:
+            raise ArchiveError(
+                f"{url} failed after {self.max_attempts} attempts: {type(exc).__name__}: {exc}"
+            ) from exc
+        raise AssertionError("unreachable: stamina raises after the last attempt")
+
+    def _get_once(self, url: str) -> bytes | None:
+        response = self.http.get(url)
+        if response.status_code == NOT_FOUND:
+            return None
+        if response.status_code >= 500:
+            response.raise_for_status()  # an httpx.HTTPStatusError, which is retried
+        if response.status_code >= 400:
+            raise ArchiveError(f"{url} answered HTTP {response.status_code}")
+        return response.content
+
+
+def _is_transient(exc: Exception) -> bool:
+    """Stamina's ``on=``: transport errors and 5xx answers are retried, nothing else."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code >= 500
+    return isinstance(exc, httpx.TransportError)
+
+
+def parse_checksum(body: bytes, zip_name: str) -> str:
+    """The sha256 hex digest a ``.CHECKSUM`` file gives for ``zip_name``, lower case."""
+    match = _CHECKSUM_RE.fullmatch(body.decode("ascii", errors="replace").strip())
+    if match is None:
+        raise ArchiveError(f"{zip_name}.CHECKSUM does not read '<sha256>  <name>': {body!r:.100}")
+    if match[2] != zip_name:
+        raise ArchiveError(f"{zip_name}.CHECKSUM is the checksum of {match[2]}")
+    return match[1].lower()
+
+
+def parse_zip(data: bytes, file: ArchiveFile) -> pd.DataFrame:
+    """The candles of a verified zip: its one CSV, parsed strictly and checked against ``file``."""
+    csv_name = file.name.removesuffix(".zip") + ".csv"
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = archive.namelist()
+            if names != [csv_name]:
+                raise ArchiveError(f"{file.name} holds {names}, not just {csv_name}")
+            text = archive.read(csv_name)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise ArchiveError(f"{file.name} is not a readable zip: {exc}") from exc
+    frame = parse_csv(text, file.interval, source=file.name)
+    _check_period(frame, file)
+    return frame
+
+
+def parse_csv(text: bytes, interval: str, *, source: str = "archive CSV") -> pd.DataFrame:
+    """Kline CSV lines (12 fields, no header) as a validated stored-schema frame."""
+    if text.startswith(_HEADER_START):  # some archive files carry a header line
+        text = text.partition(b"\n")[2]
+    body = text.rstrip(b"\n")
+    if not body:
+        return klines.empty_frame()
+    lines = body.count(b"\n") + 1
+    if body.count(b",") != (_FIELDS - 1) * lines:
+        raise ArchiveError(f"{source}: not every line has {_FIELDS} fields")
+    try:
+        table = pd.read_csv(
+            io.BytesIO(body), header=None, dtype=_CSV_DTYPES, na_filter=False, engine="c"
+        )
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise ArchiveError(f"{source}: a line is not 12 kline fields: {exc}") from exc
+    if table.shape != (lines, _FIELDS):
+        raise ArchiveError(f"{source}: read {table.shape}, expected {lines} lines of {_FIELDS}")
+    columns = {name: table[position].to_numpy() for position, name in enumerate(klines.COLUMNS)}
+    try:
+        return klines.validate(klines.frame_from_columns(columns), interval)
+    except InvalidCandle as exc:
+        raise ArchiveError(f"{source}: {exc}") from exc
+
+
+def _check_period(frame: pd.DataFrame, file: ArchiveFile) -> None:
+    open_ms = klines.open_time_ms(frame)
+    outside = (open_ms < file.start_ms) | (open_ms >= file.end_ms)
+    if bool(np.any(outside)):
+        first = int(open_ms[int(np.argmax(outside))])
+        raise ArchiveError(f"{file.name} holds a candle opening at {first} ms, outside its period")

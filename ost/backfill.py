@@ -1,0 +1,500 @@
+"""Backfill: fill a range of a stream's closed candles from the API or the archive, idempotently.
+
+:func:`backfill_stream` computes what is missing in ``[start, end)``: the closed candles (by
+Binance's clock) that are neither stored nor inside a recorded exchange-side gap
+(:mod:`ost.gaps`), reading only the partitions that overlap the range. It fetches only that, and
+stores every archive file and every API page as it arrives, so a backfill that is killed keeps
+what it fetched and the next run fetches only the rest. A range already complete costs no request.
+
+Sources:
+
+``api``
+    ``/api/v3/klines`` pages (:meth:`~ost.binance.BinanceClient.closed_klines`).
+``archive``
+    data.binance.vision first (:mod:`ost.archive`), for intervals of 1s to 1d: a month before the
+    current one with missing candles on at least half of its days comes from its monthly zip (1s
+    excepted: a month of 1s is 2.6 million rows, so its days come from daily zips), every other
+    day before today with missing candles from its daily zip. What the archive lacks (404: the
+    newest days, a monthly zip not yet published) or refuses (a zip that fails its checksum, a
+    bad CSV, a server that stays down) comes from the API, and so do the candles a zip does not
+    hold, so that only the API decides what an exchange-side gap is.
+``auto``
+    The archive for the days at least two days old (today - 2 and before, UTC), file by file,
+    where a file pays off: when the candles it would fill need at least as many API pages as the
+    file costs requests (2, the zip and its checksum), i.e. at least 1001 candles, about a day of
+    1m, a month of 15m, or any day of 1s; the API for the rest. Under that rule 1h and longer
+    intervals always use the API (a month of 1h is 720 candles, one page).
+
+Exchange-side gaps: the API is asked for each missing range; the candles of it that Binance does
+not return (holes between pages, or after the last one) are recorded by
+:class:`~ost.gaps.ExchangeGapLog` once they ended at least :data:`SETTLE_MS` ago by Binance's
+clock, and are skipped by every later backfill and gap check.
+
+Nothing here imports prefect: the flows wrap these functions.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal, get_args
+
+import numpy as np
+import pandas as pd
+
+from ost import intervals, klines
+from ost.archive import Archive, ArchiveFile, daily_file, is_archived, monthly_file
+from ost.binance import PAGE_LIMIT, BinanceClient
+from ost.errors import ArchiveError, BadInput, OstError
+from ost.gaps import (
+    ExchangeGapLog,
+    GapReport,
+    Range,
+    candle_count,
+    closed_stop,
+    first_open_from,
+    gap_report,
+    intersect,
+    missing_ranges,
+    runs_of,
+    subtract,
+)
+from ost.settings import load_settings
+from ost.store import CandleStore
+
+Source = Literal["api", "archive", "auto"]
+SOURCES: Final[tuple[str, ...]] = get_args(Source)
+
+#: Requests an archive file costs: the zip and its ``.CHECKSUM``.
+FILE_REQUESTS: Final = 2
+#: ``auto`` reads the archive only for days that ended at least this long before today began.
+AUTO_ARCHIVE_LAG_MS: Final = intervals.DAY_MS
+#: A monthly zip is read when at least this share of the month's days miss candles.
+MONTHLY_MIN_DAY_SHARE: Final = 0.5
+#: Months with more candles than this (1s) are read day by day, to bound memory.
+MONTHLY_MAX_CANDLES: Final = 100_000
+#: An exchange-side gap is recorded only once it ended this long ago by Binance's clock.
+SETTLE_MS: Final = intervals.MINUTE_MS
+#: Archive files downloaded at once.
+DEFAULT_WORKERS: Final = 4
+
+#: ``progress(done_candles, total_candles)`` after each stored page or file.
+Progress = Callable[[int, int], None]
+#: ``progress(symbol, interval, done_candles, total_candles)`` for a multi-stream backfill.
+StreamProgress = Callable[[str, str, int, int], None]
+
+
+@dataclass
+class BackfillResult:
+    """What one stream's backfill did. ``missing`` counts the candles it set out to fill."""
+
+    symbol: str
+    interval: str
+    start_ms: int
+    end_ms: int
+    source: str
+    ok: bool = True
+    missing: int = 0
+    written: int = 0
+    from_archive: int = 0
+    from_api: int = 0
+    archive_files: list[str] = field(default_factory=list)
+    archive_missing: list[str] = field(default_factory=list)
+    archive_refused: list[str] = field(default_factory=list)
+    api_pages: int = 0
+    exchange_gaps: list[Range] = field(default_factory=list)
+    seconds: float = 0.0
+    reason: str | None = None
+    error: str | None = None
+
+
+def check_source(source: str) -> Source:
+    """``source`` if it is ``api``, ``archive`` or ``auto``, else :class:`BadInput`."""
+    if source not in SOURCES:
+        raise BadInput(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
+    return source  # type: ignore[return-value]  # narrowed by the membership test above
+
+
+def backfill_stream(  # noqa: PLR0917  # the signature promised to the CLI and the flows
+    client: BinanceClient,
+    store: CandleStore,
+    symbol: str,
+    interval: str,
+    start_ms: int,
+    end_ms: int,
+    *,
+    source: str = "api",
+    archive_base_url: str | None = None,
+    progress: Progress | None = None,
+    workers: int = DEFAULT_WORKERS,
+) -> BackfillResult:
+    """Fill the closed candles of ``[start_ms, end_ms)`` that are missing; raise on a failure.
+
+    ``archive_base_url`` defaults to ``OST_ARCHIVE_BASE_URL``. Whatever was stored before a
+    failure stays stored; running again resumes.
+    """
+    intervals.check_symbol(symbol)
+    intervals.check_interval(interval)
+    chosen = check_source(source)
+    started = time.perf_counter()
+    if client.server_offset_ms is None:
+        client.sync_time()
+    now = client.server_now_ms()
+    first = first_open_from(interval, start_ms)
+    stop = max(first, closed_stop(interval, end_ms, now))
+    gap_log = ExchangeGapLog.of(store)
+    todo = subtract(
+        missing_ranges(store, symbol, interval, first, stop), gap_log.load(symbol, interval)
+    )
+    result = BackfillResult(
+        symbol, interval, first, stop, chosen, missing=candle_count(interval, todo)
+    )
+    run = _Run(client, store, result, progress=progress, now_ms=now)
+    run.report(0)
+    if chosen != "api" and is_archived(interval) and todo:
+        base_url = archive_base_url or load_settings().archive_base_url
+        archive = Archive(
+            base_url, client._http, max_attempts=client.max_attempts
+        )  # reuse the pool
+        files = plan_archive(symbol, interval, todo, now, chosen)
+        todo = run.from_archive(archive, files, todo, workers)
+    for missing in todo:
+        run.from_api(missing)
+    run.result.seconds = time.perf_counter() - started
+    return run.result
+
+
+def backfill(
+    client: BinanceClient,
+    store: CandleStore,
+    streams: Sequence[tuple[str, str]],
+    start_ms: int,
+    end_ms: int,
+    *,
+    source: str = "api",
+    archive_base_url: str | None = None,
+    progress: StreamProgress | None = None,
+    on_result: Callable[[BackfillResult], None] | None = None,
+    workers: int = DEFAULT_WORKERS,
+) -> list[BackfillResult]:
+    """:func:`backfill_stream` for each stream in turn; a failed one is reported, others go on."""
+    chosen = check_source(source)
+    results = []
+    for symbol, interval in streams:
+        stream_progress = _bind_progress(progress, symbol, interval)
+        result = _backfill_or_report(
+            client,
+            store,
+            symbol,
+            interval,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            source=chosen,
+            archive_base_url=archive_base_url,
+            progress=stream_progress,
+            workers=workers,
+        )
+        if on_result is not None:
+            on_result(result)
+        results.append(result)
+    return results
+
+
+def _backfill_or_report(
+    client: BinanceClient,
+    store: CandleStore,
+    symbol: str,
+    interval: str,
+    *,
+    start_ms: int,
+    end_ms: int,
+    source: str,
+    archive_base_url: str | None,
+    progress: Progress | None,
+    workers: int,
+) -> BackfillResult:
+    started = time.perf_counter()
+    try:
+        return backfill_stream(
+            client,
+            store,
+            symbol,
+            interval,
+            start_ms,
+            end_ms,
+            source=source,
+            archive_base_url=archive_base_url,
+            progress=progress,
+            workers=workers,
+        )
+    except OstError as exc:
+        return BackfillResult(
+            symbol,
+            interval,
+            start_ms,
+            end_ms,
+            source,
+            ok=False,
+            seconds=time.perf_counter() - started,
+            reason=exc.reason,
+            error=str(exc),
+        )
+
+
+def _bind_progress(progress: StreamProgress | None, symbol: str, interval: str) -> Progress | None:
+    if progress is None:
+        return None
+
+    def report(done: int, total: int) -> None:
+        progress(symbol, interval, done, total)
+
+    return report
+
+
+@dataclass(frozen=True)
+class RepairOutcome:
+    """What ``ost gaps --repair`` did: the backfills, then the gap check after them."""
+
+    backfills: list[BackfillResult]
+    report: GapReport
+
+    def exit_status(self) -> int:
+        """1 if a backfill failed, else the report's status (0, or 3 if gaps remain)."""
+        if not all(result.ok for result in self.backfills):
+            return 1
+        return self.report.exit_status()
+
+
+def repair(
+    client: BinanceClient,
+    store: CandleStore,
+    streams: Sequence[tuple[str, str]],
+    start_ms: int,
+    end_ms: int,
+    *,
+    source: str = "api",
+    archive_base_url: str | None = None,
+    progress: StreamProgress | None = None,
+) -> RepairOutcome:
+    """Backfill what is missing in ``[start_ms, end_ms)`` for each stream, then check again."""
+    results = backfill(
+        client,
+        store,
+        streams,
+        start_ms,
+        end_ms,
+        source=source,
+        archive_base_url=archive_base_url,
+        progress=progress,
+    )
+    report = gap_report(store, streams, start_ms, end_ms, client.server_now_ms())
+    return RepairOutcome(results, report)
+
+
+# ---- planning the archive ----------------------------------------------------------------------
+
+
+def plan_archive(
+    symbol: str, interval: str, todo: list[Range], now_ms: int, source: str
+) -> list[ArchiveFile]:
+    """The archive files to read for ``todo``, oldest first (see the module docstring)."""
+    if not todo or not is_archived(interval):
+        return []
+    today = now_ms // intervals.DAY_MS * intervals.DAY_MS
+    cutoff = today if source == "archive" else today - AUTO_ARCHIVE_LAG_MS
+    this_month = intervals.align("1M", now_ms)
+    files: list[ArchiveFile] = []
+    month = intervals.align("1M", todo[0][0])
+    while month < min(cutoff, todo[-1][1]):
+        month_file = monthly_file(symbol, interval, month)
+        if month_file.end_ms <= min(cutoff, this_month) and _month_pays_off(
+            month_file, todo, source
+        ):
+            files.append(month_file)
+        else:
+            files += plan_days(todo, month_file, cutoff=cutoff, source=source)
+        month = month_file.end_ms
+    return files
+
+
+def plan_days(
+    todo: list[Range], month: ArchiveFile, *, cutoff: int, source: str
+) -> list[ArchiveFile]:
+    """The daily files to read for the part of ``todo`` in ``month`` that ends by ``cutoff``."""
+    files = []
+    for day_start in range(month.start_ms, min(month.end_ms, cutoff), intervals.DAY_MS):
+        day = daily_file(month.symbol, month.interval, _date(day_start))
+        if day.end_ms <= cutoff and _pays_off(month.interval, _inside(todo, day), source):
+            files.append(day)
+    return files
+
+
+def _month_pays_off(month: ArchiveFile, todo: list[Range], source: str) -> bool:
+    if intervals.count_between(month.interval, month.start_ms, month.end_ms) > MONTHLY_MAX_CANDLES:
+        return False
+    part = _inside(todo, month)
+    days = range(month.start_ms, month.end_ms, intervals.DAY_MS)
+    missing_days = sum(1 for day in days if intersect(part, [(day, day + intervals.DAY_MS)]))
+    return missing_days >= MONTHLY_MIN_DAY_SHARE * len(days) and _pays_off(
+        month.interval, part, source
+    )
+
+
+def _pays_off(interval: str, part: list[Range], source: str) -> bool:
+    """Whether reading a file for ``part`` is worth it: always for ``archive``, if non-empty."""
+    if not part:
+        return False
+    if source == "archive":
+        return True
+    return math.ceil(candle_count(interval, part) / PAGE_LIMIT) >= FILE_REQUESTS
+
+
+def _inside(todo: list[Range], file: ArchiveFile) -> list[Range]:
+    return intersect(todo, [(file.start_ms, file.end_ms)])
+
+
+def _date(ms: int) -> dt.date:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).date()
+
+
+# ---- running one stream ------------------------------------------------------------------------
+
+#: What fetching a file gave: its candles, None (not in the archive), or why it was refused.
+_Fetched = tuple[ArchiveFile, pd.DataFrame | ArchiveError | None]
+
+
+class _Run:
+    """One stream's backfill in progress: stores what arrives, records gaps, reports progress."""
+
+    def __init__(
+        self,
+        client: BinanceClient,
+        store: CandleStore,
+        result: BackfillResult,
+        *,
+        progress: Progress | None,
+        now_ms: int,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.gap_log = ExchangeGapLog.of(store)
+        self.result = result
+        self.progress = progress
+        self.now_ms = now_ms
+        self.done = 0
+
+    @property
+    def symbol(self) -> str:
+        """The stream's symbol."""
+        return self.result.symbol
+
+    @property
+    def interval(self) -> str:
+        """The stream's interval."""
+        return self.result.interval
+
+    def report(self, settled: int) -> None:
+        """Count ``settled`` more candles as done and tell the progress callback."""
+        self.done += settled
+        if self.progress is not None:
+            self.progress(self.done, self.result.missing)
+
+    # -- the archive
+
+    def from_archive(
+        self, archive: Archive, files: list[ArchiveFile], todo: list[Range], workers: int
+    ) -> list[Range]:
+        """Store what ``files`` hold of ``todo``; the ranges still missing afterwards."""
+        filled: list[Range] = []
+        for file, outcome in self._fetch_all(archive, files, todo, workers):
+            if isinstance(outcome, ArchiveError):
+                self.result.archive_refused.append(f"{file.name}: {outcome}")
+            elif outcome is None:
+                self.result.archive_missing.append(file.name)
+            else:
+                self.result.archive_files.append(file.name)
+                filled += self._store_archive_rows(outcome, _inside(todo, file))
+        return subtract(todo, filled)
+
+    def _store_archive_rows(self, frame: pd.DataFrame, wanted: list[Range]) -> list[Range]:
+        """Store the rows of ``frame`` inside ``wanted``; the ranges they fill."""
+        open_ms = klines.open_time_ms(frame)
+        keep = np.zeros(len(open_ms), dtype=bool)
+        for start, end in wanted:
+            keep |= (open_ms >= start) & (open_ms < end)
+        rows = frame[keep].reset_index(drop=True)
+        if rows.empty:
+            return []
+        added = self.store.merge(self.symbol, self.interval, rows)
+        self.result.written += added
+        self.result.from_archive += added
+        self.report(len(rows))
+        return runs_of(self.interval, klines.open_time_ms(rows))
+
+    def _fetch_all(
+        self, archive: Archive, files: list[ArchiveFile], todo: list[Range], workers: int
+    ) -> Iterator[_Fetched]:
+        """Each file's outcome in order, downloading up to ``workers`` files ahead."""
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers))
+        pending: deque[concurrent.futures.Future[list[_Fetched]]] = deque()
+        queue = iter(files)
+        try:
+            for file in queue:
+                pending.append(pool.submit(self._fetch_one, archive, file, todo))
+                if len(pending) >= workers:
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _fetch_one(self, archive: Archive, file: ArchiveFile, todo: list[Range]) -> list[_Fetched]:
+        """One file's outcome; a monthly zip not published yet falls back to its daily zips."""
+        outcome = _fetch_or_error(archive, file)
+        if outcome is not None or not self._may_fall_back(file):
+            return [(file, outcome)]
+        cutoff = self.now_ms // intervals.DAY_MS * intervals.DAY_MS
+        days = plan_days(todo, file, cutoff=cutoff, source=self.result.source)
+        return [(file, None), *((day, _fetch_or_error(archive, day)) for day in days)]
+
+    def _may_fall_back(self, file: ArchiveFile) -> bool:
+        """Only last month's zip may be missing for want of time; older ones are really absent."""
+        return file.span == "monthly" and file.end_ms == intervals.align("1M", self.now_ms)
+
+    # -- the API
+
+    def from_api(self, missing: Range) -> None:
+        """Fetch ``missing`` page by page, storing each; record what Binance does not have."""
+        start, end = missing
+        cursor = start
+        for page in self.client.closed_klines(self.symbol, self.interval, start, end):
+            opens = klines.open_time_ms(page)
+            added = self.store.merge(self.symbol, self.interval, page)
+            self.result.written += added
+            self.result.from_api += added
+            self.result.api_pages += 1
+            after = intervals.next_open(self.interval, int(opens[-1]))
+            self._record_gaps(subtract([(cursor, after)], runs_of(self.interval, opens)))
+            self.report(candle_count(self.interval, [(cursor, after)]))
+            cursor = after
+        if cursor < end:
+            self._record_gaps([(cursor, end)])
+            self.report(candle_count(self.interval, [(cursor, end)]))
+
+    def _record_gaps(self, gaps: list[Range]) -> None:
+        """Record the gaps that have settled: ended at least ``SETTLE_MS`` ago."""
+        settled = intervals.align(self.interval, self.now_ms - SETTLE_MS)
+        closed = intersect(gaps, [(gaps[0][0], settled)]) if gaps else []
+        self.result.exchange_gaps += self.gap_log.record(self.symbol, self.interval, closed)
+
+
+def _fetch_or_error(archive: Archive, file: ArchiveFile) -> pd.DataFrame | ArchiveError | None:
+    try:
+        return archive.fetch(file)
+    except ArchiveError as exc:
+        return exc

@@ -1,0 +1,474 @@
+"""Gap checking: which candles of a range are missing from the store, and which Binance never had.
+
+A *range* here is a half-open ``[start_ms, end_ms)`` of open times whose bounds are open times of
+the stream's interval; reports show it as ``[first_missing, last_missing]`` plus a count.
+
+**Exchange-side gaps** are ranges that Binance was asked for and answered with no candles (a
+trading halt such as BTCUSDT 2023-03-24 12:40-13:59, an outage, or the time before a symbol's
+listing). :mod:`ost.backfill` records them per stream, once they are closed by Binance's clock, in::
+
+    <OST_DATA_DIR>/gaps/symbol=<SYMBOL>/interval=<INTERVAL>/exchange_gaps.json
+
+(outside ``klines/``, which holds only the candle dataset), written atomically: a temp file in the
+same directory, flushed and fsynced, then ``os.replace`` and an fsync of the directory. Its
+content is ``{"format": 1, "symbol", "interval", "gaps": [{"first_open_time", "last_open_time",
+"first_open_ms", "last_open_ms", "candles"}, ...]}`` with merged, sorted ranges, ISO times in UTC.
+
+:func:`check_gaps` counts a candle as **missing** when it is closed (opens before the current
+candle by ``now_ms``), lies in the checked range, is not stored and is not inside a recorded
+exchange-side gap. A range before a stream's first stored candle is missing too until a backfill
+has asked Binance for it: a symbol's time before its listing then becomes a recorded
+exchange-side gap, so ``ost gaps --repair`` settles it once and for all.
+
+Exit statuses (``ost gaps``, see CONTRACT.md): 0 nothing missing (exchange-side gaps excepted),
+3 gaps remain, 1 a stream could not be checked. The repair itself is
+:func:`ost.backfill.repair`, which backfills the missing ranges and checks again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import posixpath
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import filelock
+import fsspec  # type: ignore[import-untyped]  # fsspec ships no type information
+import numpy as np
+from fsspec.implementations.local import (  # type: ignore[import-untyped]  # as above
+    LocalFileSystem,
+)
+
+from ost import intervals, klines
+from ost.errors import OstError, StoreCorrupt, StoreError
+from ost.store import CandleStore
+
+#: A half-open range ``[start_ms, end_ms)`` of open times; both bounds are open times.
+Range = tuple[int, int]
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_GAPS: Final = 3
+GAPS_DIR: Final = "gaps"
+GAPS_FILE: Final = "exchange_gaps.json"
+GAPS_FORMAT: Final = 1
+#: How many ranges per stream the markdown report lists before it summarises the rest.
+MARKDOWN_MAX_RANGES: Final = 20
+
+
+# ---- ranges of open times ----------------------------------------------------------------------
+
+
+def first_open_from(interval: str, ms: int) -> int:
+    """The first open time of ``interval`` at or after ``ms``."""
+    aligned = intervals.align(interval, ms)
+    return aligned if aligned >= ms else intervals.next_open(interval, aligned)
+
+
+def closed_stop(interval: str, end_ms: int, now_ms: int) -> int:
+    """The exclusive bound of the closed candles opening before ``end_ms``, by ``now_ms``."""
+    return min(first_open_from(interval, end_ms), intervals.align(interval, now_ms))
+
+
+def last_open(interval: str, candles: Range) -> int:
+    """The open time of the last candle of a non-empty range."""
+    return intervals.align(interval, candles[1] - 1)
+
+
+def candle_count(interval: str, ranges: Iterable[Range]) -> int:
+    """How many candles ``ranges`` hold."""
+    return sum(intervals.count_between(interval, start, end) for start, end in ranges)
+
+
+def merged(ranges: Iterable[Range]) -> list[Range]:
+    """``ranges`` sorted, with the overlapping or touching ones joined, empty ones dropped."""
+    result: list[Range] = []
+    for start, end in sorted(r for r in ranges if r[0] < r[1]):
+        if result and start <= result[-1][1]:
+            result[-1] = (result[-1][0], max(result[-1][1], end))
+        else:
+            result.append((start, end))
+    return result
+
+
+def subtract(ranges: Iterable[Range], holes: Iterable[Range]) -> list[Range]:
+    """The parts of ``ranges`` outside every one of ``holes``."""
+    cuts = merged(holes)
+    result: list[Range] = []
+    for start, end in merged(ranges):
+        cursor = start
+        for cut_start, cut_end in cuts:
+            if cut_end <= cursor or cut_start >= end:
+                continue
+            if cut_start > cursor:
+                result.append((cursor, cut_start))
+            cursor = max(cursor, cut_end)
+        if cursor < end:
+            result.append((cursor, end))
+    return result
+
+
+def intersect(ranges: Iterable[Range], others: Iterable[Range]) -> list[Range]:
+    """The parts of ``ranges`` that are also inside ``others``."""
+    listed = merged(ranges)
+    return subtract(listed, subtract(listed, others))
+
+
+def runs_of(interval: str, open_ms: np.ndarray) -> list[Range]:
+    """Sorted, unique open times as ranges of consecutive candles."""
+    if len(open_ms) == 0:
+        return []
+    opens = np.asarray(open_ms, dtype=np.int64)
+    if interval in intervals.FIXED_INTERVAL_MS:
+        nexts = opens + intervals.FIXED_INTERVAL_MS[interval]
+    else:
+        nexts = np.array([intervals.next_open(interval, int(t)) for t in opens], dtype=np.int64)
+    breaks = np.flatnonzero(opens[1:] != nexts[:-1]) + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.concatenate([breaks, [len(opens)]]) - 1
+    return [(int(opens[a]), int(nexts[b])) for a, b in zip(starts, ends, strict=True)]
+
+
+# ---- what the store holds ----------------------------------------------------------------------
+
+
+def stored_runs(
+    store: CandleStore, symbol: str, interval: str, first: int, stop: int
+) -> list[Range]:
+    """The stored candles in ``[first, stop)`` as ranges, reading one partition at a time."""
+    runs: list[Range] = []
+    for period in store.partitions(symbol, interval):
+        low = max(first, intervals.date_ms(period))
+        high = min(stop, intervals.partition_end_ms(interval, period))
+        if low < high:
+            frame = store.load_klines(symbol, interval, low, high)
+            runs.extend(runs_of(interval, klines.open_time_ms(frame)))
+    return merged(runs)
+
+
+def missing_ranges(
+    store: CandleStore, symbol: str, interval: str, first: int, stop: int
+) -> list[Range]:
+    """The open-time ranges in ``[first, stop)`` that the store does not hold."""
+    if first >= stop:
+        return []
+    return subtract([(first, stop)], stored_runs(store, symbol, interval, first, stop))
+
+
+# ---- the record of exchange-side gaps ----------------------------------------------------------
+
+
+class ExchangeGapLog:
+    """The exchange-side gaps recorded per stream under ``<data_dir>/gaps/``."""
+
+    def __init__(self, data_dir: str) -> None:
+        self.fs, self.root = fsspec.core.url_to_fs(data_dir)
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+
+    @classmethod
+    def of(cls, store: CandleStore) -> ExchangeGapLog:
+        """The log that lives beside ``store``'s candles."""
+        return cls(store.backend.url)
+
+    def path(self, symbol: str, interval: str) -> str:
+        """The JSON file of one stream."""
+        intervals.check_symbol(symbol)
+        intervals.check_interval(interval)
+        return posixpath.join(
+            self.root, GAPS_DIR, f"symbol={symbol}", f"interval={interval}", GAPS_FILE
+        )
+
+    def load(self, symbol: str, interval: str) -> list[Range]:
+        """The recorded gaps of a stream, merged and sorted."""
+        path = self.path(symbol, interval)
+        try:
+            with self.fs.open(path, "rb") as handle:
+                body = json.loads(handle.read())
+            return merged(
+                (int(gap["first_open_ms"]), intervals.next_open(interval, int(gap["last_open_ms"])))
+                for gap in body["gaps"]
+            )
+        except FileNotFoundError:
+            return []
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreCorrupt(f"{path} is not a record of exchange-side gaps: {exc!r}") from exc
+
+    def record(self, symbol: str, interval: str, gaps: Iterable[Range]) -> list[Range]:
+        """Add ``gaps`` to the stream's record; the parts that were not recorded before."""
+        new = merged(gaps)
+        if not new:
+            return []
+        with self._locked(symbol, interval):
+            known = self.load(symbol, interval)
+            added = subtract(new, known)
+            if added:
+                self._write(symbol, interval, merged([*known, *new]))
+        return added
+
+    def _write(self, symbol: str, interval: str, gaps: list[Range]) -> None:
+        body = {
+            "format": GAPS_FORMAT,
+            "symbol": symbol,
+            "interval": interval,
+            "gaps": [CandleRange.of(interval, gap).as_dict() for gap in gaps],
+        }
+        data = (json.dumps(body, indent=2) + "\n").encode()
+        path = self.path(symbol, interval)
+        try:
+            if self.is_local:
+                _replace_durably(path, data)
+            else:
+                self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+                self.fs.pipe_file(path, data)  # one PUT: object stores apply it atomically
+        except OSError as exc:
+            raise StoreError(f"cannot write {path}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _locked(self, symbol: str, interval: str) -> Iterator[None]:
+        """The stream's record lock (local roots; a remote record's last writer wins)."""
+        if not self.is_local:
+            yield
+            return
+        directory = posixpath.dirname(self.path(symbol, interval))
+        os.makedirs(directory, exist_ok=True)
+        with filelock.FileLock(posixpath.join(directory, ".lock"), timeout=60):
+            yield
+
+
+def _replace_durably(path: str, data: bytes) -> None:
+    """Write ``path`` atomically: temp file, flush, fsync, ``os.replace``, fsync the directory."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=".gaps-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temp)
+        raise
+    directory_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(directory_fd)
+    finally:
+        os.close(directory_fd)
+
+
+# ---- reports -----------------------------------------------------------------------------------
+
+
+def iso(ms: int) -> str:
+    """Epoch ms as ISO-8601 UTC, like ``2023-03-24T12:40:00Z``."""
+    moment = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+    return moment.isoformat(timespec="milliseconds" if ms % 1000 else "seconds").replace(
+        "+00:00", "Z"
+    )
+
+
+@dataclass(frozen=True)
+class CandleRange:
+    """Consecutive candles ``[first_open_ms, last_open_ms]`` (both open times), and how many."""
+
+    first_open_ms: int
+    last_open_ms: int
+    candles: int
+
+    @classmethod
+    def of(cls, interval: str, candles: Range) -> CandleRange:
+        """The candles of a half-open range."""
+        return cls(candles[0], last_open(interval, candles), candle_count(interval, [candles]))
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: ISO times and epoch ms."""
+        return {
+            "first_open_time": iso(self.first_open_ms),
+            "last_open_time": iso(self.last_open_ms),
+            "first_open_ms": self.first_open_ms,
+            "last_open_ms": self.last_open_ms,
+            "candles": self.candles,
+        }
+
+    def __str__(self) -> str:
+        if self.candles == 1:
+            return f"{iso(self.first_open_ms)} (1 candle)"
+        return f"{iso(self.first_open_ms)} … {iso(self.last_open_ms)} ({self.candles} candles)"
+
+
+@dataclass(frozen=True)
+class StreamGaps:
+    """The gap check of one stream over the closed candles of ``[start_ms, end_ms)``."""
+
+    symbol: str
+    interval: str
+    start_ms: int
+    end_ms: int
+    expected: int = 0
+    missing: tuple[CandleRange, ...] = ()
+    exchange_side: tuple[CandleRange, ...] = ()
+    error: str | None = None
+
+    @property
+    def missing_candles(self) -> int:
+        """How many candles are missing (exchange-side gaps excepted)."""
+        return sum(gap.candles for gap in self.missing)
+
+    @property
+    def missing_ranges(self) -> list[Range]:
+        """The missing candles as half-open ranges, ready for a backfill."""
+        return [
+            (gap.first_open_ms, intervals.next_open(self.interval, gap.last_open_ms))
+            for gap in self.missing
+        ]
+
+    def exit_status(self) -> int:
+        """1 if the check failed, 3 if candles are missing, else 0."""
+        if self.error is not None:
+            return EXIT_FAILED
+        return EXIT_GAPS if self.missing else EXIT_OK
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, keys in a fixed order."""
+        return {
+            "symbol": self.symbol,
+            "interval": self.interval,
+            "start": iso(self.start_ms),
+            "end": iso(self.end_ms),
+            "start_ms": self.start_ms,
+            "end_ms": self.end_ms,
+            "expected_candles": self.expected,
+            "missing_candles": self.missing_candles,
+            "missing": [gap.as_dict() for gap in self.missing],
+            "exchange_gaps": [gap.as_dict() for gap in self.exchange_side],
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class GapReport:
+    """The gap check of several streams: JSON for machines, markdown for people."""
+
+    streams: list[StreamGaps] = field(default_factory=list)
+    checked_at_ms: int | None = None
+
+    def exit_status(self) -> int:
+        """0 nothing missing (exchange-side gaps excepted), 3 gaps remain, 1 a check failed."""
+        statuses = {stream.exit_status() for stream in self.streams}
+        for status in (EXIT_FAILED, EXIT_GAPS):
+            if status in statuses:
+                return status
+        return EXIT_OK
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, keys in a fixed order."""
+        return {
+            "checked_at": iso(self.checked_at_ms) if self.checked_at_ms is not None else None,
+            "exit_status": self.exit_status(),
+            "missing_candles": sum(stream.missing_candles for stream in self.streams),
+            "streams": [stream.as_dict() for stream in self.streams],
+        }
+
+    def to_json(self) -> str:
+        """The report for ``ost gaps --json``: stable keys, ISO times and epoch ms."""
+        return json.dumps(self.as_dict(), indent=2)
+
+    def to_markdown(self) -> str:
+        """The report as markdown, for a Prefect artifact and the terminal."""
+        verdict = {
+            EXIT_OK: "no missing candles",
+            EXIT_GAPS: f"**{self.as_dict()['missing_candles']} missing candles**",
+            EXIT_FAILED: "**a check failed**",
+        }[self.exit_status()]
+        lines = [
+            f"# Gap check: {verdict}",
+            "",
+            "| stream | checked (UTC) | expected | missing | exchange-side gaps |",
+            "|---|---|---:|---:|---:|",
+        ]
+        lines += [_summary_row(stream) for stream in self.streams]
+        for stream in self.streams:
+            lines += _details(stream)
+        return "\n".join(lines) + "\n"
+
+
+def _summary_row(stream: StreamGaps) -> str:
+    checked = f"{iso(stream.start_ms)} → {iso(stream.end_ms)}"
+    if stream.error is not None:
+        return f"| {stream.symbol} {stream.interval} | {checked} | - | error | - |"
+    exchange = sum(gap.candles for gap in stream.exchange_side)
+    return (
+        f"| {stream.symbol} {stream.interval} | {checked} | {stream.expected} "
+        f"| {stream.missing_candles} | {exchange} |"
+    )
+
+
+def _details(stream: StreamGaps) -> list[str]:
+    lines: list[str] = []
+    if stream.error is not None:
+        lines += ["", f"## {stream.symbol} {stream.interval}: check failed", "", stream.error]
+    for title, gaps in (("missing", stream.missing), ("exchange-side gaps", stream.exchange_side)):
+        if gaps:
+            lines += ["", f"## {stream.symbol} {stream.interval}: {title}", ""]
+            lines += [f"- {gap}" for gap in gaps[:MARKDOWN_MAX_RANGES]]
+            if len(gaps) > MARKDOWN_MAX_RANGES:
+                lines.append(f"- … and {len(gaps) - MARKDOWN_MAX_RANGES} more ranges")
+    return lines
+
+
+# ---- checking ----------------------------------------------------------------------------------
+
+
+def check_gaps(  # noqa: PLR0917  # the signature promised to the CLI and the flows
+    store: CandleStore, symbol: str, interval: str, start_ms: int, end_ms: int, now_ms: int
+) -> StreamGaps:
+    """The missing and exchange-side ranges of one stream's closed candles in ``[start, end)``."""
+    intervals.check_symbol(symbol)
+    intervals.check_interval(interval)
+    first = first_open_from(interval, start_ms)
+    stop = max(first, closed_stop(interval, end_ms, now_ms))
+    absent = missing_ranges(store, symbol, interval, first, stop)
+    recorded = ExchangeGapLog.of(store).load(symbol, interval)
+    return StreamGaps(
+        symbol,
+        interval,
+        first,
+        stop,
+        expected=intervals.count_between(interval, first, stop),
+        missing=_candle_ranges(interval, subtract(absent, recorded)),
+        exchange_side=_candle_ranges(interval, intersect(absent, recorded)),
+    )
+
+
+def gap_report(
+    store: CandleStore,
+    streams: Sequence[tuple[str, str]],
+    start_ms: int,
+    end_ms: int,
+    now_ms: int,
+) -> GapReport:
+    """:func:`check_gaps` for each stream; a stream that cannot be checked is reported failed."""
+    return GapReport(
+        [_check_or_report(store, stream, start_ms, end_ms, now_ms) for stream in streams],
+        checked_at_ms=now_ms,
+    )
+
+
+def _check_or_report(
+    store: CandleStore, stream: tuple[str, str], start_ms: int, end_ms: int, now_ms: int
+) -> StreamGaps:
+    symbol, interval = stream
+    try:
+        return check_gaps(store, symbol, interval, start_ms, end_ms, now_ms)
+    except OstError as exc:
+        return StreamGaps(symbol, interval, start_ms, end_ms, error=str(exc))
+
+
+def _candle_ranges(interval: str, ranges: Iterable[Range]) -> tuple[CandleRange, ...]:
+    return tuple(CandleRange.of(interval, gap) for gap in ranges)

@@ -1,0 +1,91 @@
+"""The running simulator's mutable state: settings, clock, weight limiter, faults and counters.
+
+It lives in the server's event loop; the admin endpoints change it, the gate and the routes
+read it. Nothing here is shared between threads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from typing import Any
+
+from ost.sim.config import SimConfig
+from ost.sim.faults import FaultBook, parse_faults
+from ost.sim.limits import WeightLimiter
+
+
+class SimState:
+    """Everything a running simulator remembers."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.limiter = WeightLimiter()
+        self.faults = FaultBook(parse_faults(config.faults), seed=config.seed)
+        self.requests: Counter[tuple[str, str]] = Counter()
+        self.refused_429 = 0
+        self.banned_418 = 0
+        #: Set when the server is stopping: slow faults stop sleeping.
+        self.stopping = False
+        self._apply_limits()
+
+    def now_ms(self) -> int:
+        """Server time: real time plus the configured clock offset."""
+        return time.time_ns() // 1_000_000 + self.config.clock_offset_ms
+
+    def configure(self, **changes: Any) -> SimConfig:
+        """Change settings (``now_ms`` sets the clock offset so that the server's time is it)."""
+        if "now_ms" in changes:
+            now = int(changes.pop("now_ms"))
+            changes["clock_offset_ms"] = now - time.time_ns() // 1_000_000
+        seed_changed = "seed" in changes
+        self.config = dataclasses.replace(self.config, **changes)
+        self._apply_limits()
+        if seed_changed:
+            self.faults.random.seed(self.config.seed)
+        return self.config
+
+    def _apply_limits(self) -> None:
+        limiter = self.limiter
+        if limiter.window_s != self.config.weight_window_s:
+            limiter.reset()
+        limiter.limit = self.config.weight_limit
+        limiter.window_s = self.config.weight_window_s
+        limiter.ban_after = self.config.ban_after
+        limiter.ban_windows = self.config.ban_windows
+
+    def record(self, path_key: str, outcome: str) -> None:
+        """Count one answer (``outcome`` is the status, or ``dropped``)."""
+        self.requests[path_key, outcome] += 1
+        if outcome == "429":
+            self.refused_429 += 1
+        elif outcome == "418":
+            self.banned_418 += 1
+
+    def reset(self) -> None:
+        """Forget counters, used weight and bans (faults and settings stay)."""
+        self.requests.clear()
+        self.refused_429 = 0
+        self.banned_418 = 0
+        self.faults.fired.clear()
+        self.limiter.reset()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for ``GET /_sim/stats``."""
+        now = self.now_ms()
+        by_path: dict[str, dict[str, int]] = {}
+        for (path, outcome), count in sorted(self.requests.items()):
+            by_path.setdefault(path, {})[outcome] = count
+        return {
+            "server_time": now,
+            "requests": by_path,
+            "total": sum(self.requests.values()),
+            "status_429": self.refused_429,
+            "status_418": self.banned_418,
+            "weight_used": {ip: self.limiter.used(ip, now) for ip in sorted(self.limiter.clients)},
+            "weight_limit": self.config.weight_limit,
+            "weight_window_s": self.config.weight_window_s,
+            "faults_fired": dict(self.faults.fired),
+            "faults": [fault.as_dict() for fault in self.faults.faults],
+        }

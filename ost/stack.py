@@ -1,0 +1,161 @@
+"""``ost up``: the single-machine stack, started as child processes and stopped on Ctrl-C.
+
+Order: the simulator (with ``--simulate``), a Prefect server with SQLite under ``PREFECT_HOME``
+(unless ``PREFECT_API_URL`` points at one), the work pool, ``prefect deploy --all`` (pauses are
+kept, and ``OST_DISABLE_SCHEDULER=true`` pauses ingestion), one process worker, and ``ost
+metrics``. Children start with SIGINT at its default and in their own session (a background
+worker otherwise ignores SIGINT, see PITFALLS.md), and are stopped by PID, newest first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_SERVER_PORT = 4200
+DEFAULT_SIM_PORT = 8900
+STARTUP_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 15.0
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class Stack:
+    """The children ``ost up`` started, newest last, and the environment they share."""
+
+    env: dict[str, str]
+    say: Say
+    children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        """Start a child in its own session with SIGINT at its default."""
+        self.say(f"starting {name}: {' '.join(argv)}")
+        child = subprocess.Popen(  # noqa: S603  # argv is built here, never from a shell string
+            argv,
+            cwd=PROJECT_DIR,
+            env=self.env,
+            start_new_session=True,
+            preexec_fn=_default_sigint,  # noqa: PLW1509  # only resets one signal before exec
+        )
+        self.children.append((name, child))
+        return child
+
+    def run(self, name: str, argv: list[str]) -> None:
+        """Run a short command to completion; raise if it fails."""
+        self.say(f"{name}: {' '.join(argv)}")
+        subprocess.run(argv, cwd=PROJECT_DIR, env=self.env, check=True)  # noqa: S603  # as above
+
+    def check_alive(self) -> None:
+        """Raise if a child has exited on its own."""
+        for name, child in self.children:
+            if child.poll() is not None:
+                raise RuntimeError(f"{name} exited with status {child.returncode}")
+
+    def stop(self) -> None:
+        """Stop every child, newest first: SIGINT, then SIGTERM, then SIGKILL."""
+        for name, child in reversed(self.children):
+            _stop(name, child, self.say)
+        self.children.clear()
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _stop(name: str, child: subprocess.Popen[bytes], say: Say) -> None:
+    if child.poll() is not None:
+        return
+    say(f"stopping {name} (pid {child.pid})")
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, sig)
+        try:
+            child.wait(timeout=STOP_TIMEOUT_S)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(url: str, what: str, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    """Poll ``url`` until it answers 200, or raise after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"{what} did not answer at {url} within {timeout_s:.0f}s")
+
+
+def stack_env(simulate: bool, sim_port: int) -> tuple[dict[str, str], bool]:
+    """The children's environment, and whether ``ost up`` must start its own Prefect server."""
+    env = dict(os.environ)
+    env.setdefault("DO_NOT_TRACK", "1")
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    env.setdefault("PREFECT_HOME", str(PROJECT_DIR / ".prefect"))
+    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    own_server = not env.get("PREFECT_API_URL")
+    if own_server:
+        port = env.setdefault("PREFECT_SERVER_API_PORT", str(DEFAULT_SERVER_PORT))
+        env["PREFECT_SERVER_API_HOST"] = env.get("PREFECT_SERVER_API_HOST", "127.0.0.1")
+        env["PREFECT_API_URL"] = f"http://{env['PREFECT_SERVER_API_HOST']}:{port}/api"
+    if simulate:
+        sim_url = f"http://127.0.0.1:{sim_port}"
+        env["OST_BINANCE_BASE_URLS"] = sim_url
+        env["OST_ARCHIVE_BASE_URL"] = sim_url
+    return env, own_server
+
+
+def _ost(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ost.cli", *args]
+
+
+def _prefect(*args: str) -> list[str]:
+    return [sys.executable, "-m", "prefect", *args]
+
+
+@contextlib.contextmanager
+def running_stack(simulate: bool, sim_port: int, say: Say) -> Iterator[Stack]:
+    """Bring the stack up, yield it, and stop everything it started on the way out."""
+    env, own_server = stack_env(simulate, sim_port)
+    stack = Stack(env, say)
+    try:
+        if simulate:
+            stack.start("simulator", _ost("sim", "--port", str(sim_port)))
+            wait_for(f"http://127.0.0.1:{sim_port}/api/v3/ping", "the simulator")
+        if own_server:
+            host, port = env["PREFECT_SERVER_API_HOST"], env["PREFECT_SERVER_API_PORT"]
+            stack.start("prefect server", _prefect("server", "start", "--host", host, "--port", port))
+        wait_for(env["PREFECT_API_URL"] + "/health", "the Prefect server")
+        deploy(stack)
+        stack.start("worker", _prefect("worker", "start", "--pool", "ost-pool", "--type", "process"))
+        stack.start("metrics", _ost("metrics"))
+        yield stack
+    finally:
+        stack.stop()
+
+
+def deploy(stack: Stack) -> None:
+    """Create the work pool, deploy prefect.yaml, and keep or apply the ingest pause."""
+    stack.run("work pool", [sys.executable, "-m", "flows.control", "ensure-pool"])
+    stack.run("deploy", _prefect("--no-prompt", "deploy", "--all"))
+    stack.run("pauses", [sys.executable, "-m", "flows.control", "after-deploy"])
