@@ -203,7 +203,6 @@ class Notifier:
         self.retry = retry or Retry()
         REDACTOR.install()
         self._apprise = apprise.Apprise(asset=apprise.AppriseAsset(storage_mode="memory"))
-        self._sources = 0
         if settings.apprise_urls is not None:
             self._add_urls(settings.apprise_urls.get_secret_value())
         if settings.apprise_config:
@@ -274,6 +273,7 @@ class Notifier:
                 timeout=None,
                 wait_initial=self.retry.wait_initial,
                 wait_max=self.retry.wait_max,
+                wait_jitter=self.retry.wait_initial,
             ):
                 with attempt:
                     _notify_once(target, notice)
@@ -294,7 +294,9 @@ class Notifier:
         try:
             return list(self._apprise.find(tag=tags))
         except Exception as exc:  # noqa: BLE001  # a broken config file must not stop the watchdog
-            log.error("Apprise could not load its targets: %s", REDACTOR.redact(str(exc)))  # noqa: TRY400  # no traceback: it could quote a URL
+            log.error(  # noqa: TRY400  # no traceback: it could quote a URL
+                "Apprise could not load its targets: %s", REDACTOR.redact(str(exc))
+            )
             return []
 
     def _add_urls(self, text: str) -> None:
@@ -314,7 +316,9 @@ class Notifier:
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
-            log.error("OST_APPRISE_CONFIG %s cannot be read: %s", path, exc.strerror)  # noqa: TRY400  # the reason is enough
+            log.error(  # noqa: TRY400  # the reason is enough, no traceback
+                "OST_APPRISE_CONFIG %s cannot be read: %s", path, exc.strerror
+            )
             return
         for url in _URL_RE.findall(text):
             REDACTOR.add(url_secrets(url))
@@ -333,7 +337,7 @@ class Notifier:
         for target in self._targets(["all"]):
             try:
                 yield from url_secrets(target.url(privacy=False), query=False)
-            except Exception:  # noqa: BLE001, S112  # a plugin that cannot render its URL has none to leak
+            except Exception:  # noqa: BLE001, S112  # a plugin that cannot render a URL leaks none
                 continue
 
     def _count(self, level: str, result: Delivery, count: int = 1) -> None:

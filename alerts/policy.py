@@ -316,6 +316,8 @@ def _why(item: StreamHealth) -> str:
     if state.failing_since is not None:
         reason = state.last_reason or "error"
         return f"failing ({reason}) since {_clock(state.failing_since)}; last success {last}"
+    if state.last_attempt_at is None:
+        return f"no run recorded; last success {last}"
     return f"no run since {_clock(state.last_attempt_at)}; last success {last}"
 
 

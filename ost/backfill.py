@@ -9,13 +9,14 @@ what it fetched and the next run fetches only the rest. A range already complete
 Sources:
 
 ``api``
-    ``/api/v3/klines`` pages (:meth:`~ost.binance.BinanceClient.closed_klines`).
+    ``/api/v3/klines`` pages of 1000 candles (:meth:`~ost.binance.BinanceClient.klines`).
 ``archive``
     data.binance.vision first (:mod:`ost.archive`), for intervals of 1s to 1d: a month before the
     current one with missing candles on at least half of its days comes from its monthly zip (1s
     excepted: a month of 1s is 2.6 million rows, so its days come from daily zips), every other
-    day before today with missing candles from its daily zip. What the archive lacks (404: the
-    newest days, a monthly zip not yet published) or refuses (a zip that fails its checksum, a
+    day before today with missing candles from its daily zip (last month's zip, if not published
+    yet, is replaced by its daily zips). What the archive lacks (404: the newest days, a monthly
+    zip not yet published) or refuses (a zip that fails its checksum, a
     bad CSV, a server that stays down) comes from the API, and so do the candles a zip does not
     hold, so that only the API decides what an exchange-side gap is.
 ``auto``
@@ -36,11 +37,12 @@ Nothing here imports prefect: the flows wrap these functions.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime as dt
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal, get_args
 
@@ -158,9 +160,8 @@ def backfill_stream(  # noqa: PLR0917  # the signature promised to the CLI and t
     run.report(0)
     if chosen != "api" and is_archived(interval) and todo:
         base_url = archive_base_url or load_settings().archive_base_url
-        archive = Archive(
-            base_url, client._http, max_attempts=client.max_attempts
-        )  # reuse the pool
+        # The client's connection pool serves the archive too (same timeout and user agent).
+        archive = Archive(base_url, client._http, max_attempts=client.max_attempts)
         files = plan_archive(symbol, interval, todo, now, chosen)
         todo = run.from_archive(archive, files, todo, workers)
     for missing in todo:
@@ -411,15 +412,24 @@ class _Run:
     ) -> list[Range]:
         """Store what ``files`` hold of ``todo``; the ranges still missing afterwards."""
         filled: list[Range] = []
-        for file, outcome in self._fetch_all(archive, files, todo, workers):
-            if isinstance(outcome, ArchiveError):
-                self.result.archive_refused.append(f"{file.name}: {outcome}")
-            elif outcome is None:
-                self.result.archive_missing.append(file.name)
-            else:
-                self.result.archive_files.append(file.name)
-                filled += self._store_archive_rows(outcome, _inside(todo, file))
+        fetched = contextlib.closing(self._fetch_all(archive, files, todo, workers))
+        with fetched as outcomes:
+            for file, outcome in outcomes:
+                filled += self._take(file, outcome, todo)
         return subtract(todo, filled)
+
+    def _take(
+        self, file: ArchiveFile, outcome: pd.DataFrame | ArchiveError | None, todo: list[Range]
+    ) -> list[Range]:
+        """Store what one file gave of ``todo`` and note its fate; the ranges it filled."""
+        if isinstance(outcome, ArchiveError):
+            self.result.archive_refused.append(f"{file.name}: {outcome}")
+            return []
+        if outcome is None:
+            self.result.archive_missing.append(file.name)
+            return []
+        self.result.archive_files.append(file.name)
+        return self._store_archive_rows(outcome, _inside(todo, file))
 
     def _store_archive_rows(self, frame: pd.DataFrame, wanted: list[Range]) -> list[Range]:
         """Store the rows of ``frame`` inside ``wanted``; the ranges they fill."""
@@ -438,13 +448,12 @@ class _Run:
 
     def _fetch_all(
         self, archive: Archive, files: list[ArchiveFile], todo: list[Range], workers: int
-    ) -> Iterator[_Fetched]:
+    ) -> Generator[_Fetched, None, None]:
         """Each file's outcome in order, downloading up to ``workers`` files ahead."""
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers))
         pending: deque[concurrent.futures.Future[list[_Fetched]]] = deque()
-        queue = iter(files)
         try:
-            for file in queue:
+            for file in files:
                 pending.append(pool.submit(self._fetch_one, archive, file, todo))
                 if len(pending) >= workers:
                     yield from pending.popleft().result()
@@ -469,15 +478,18 @@ class _Run:
     # -- the API
 
     def from_api(self, missing: Range) -> None:
-        """Fetch ``missing`` page by page, storing each; record what Binance does not have."""
+        """Fetch ``missing`` page by page, storing each; record what Binance does not have.
+
+        ``missing`` ends at most at the current candle's open (by Binance's clock, measured at
+        the start), so every candle asked for is closed: what Binance does not return, it has not.
+        """
         start, end = missing
         cursor = start
-        for page in self.client.closed_klines(self.symbol, self.interval, start, end):
+        for page in self._pages(start, end):
             opens = klines.open_time_ms(page)
             added = self.store.merge(self.symbol, self.interval, page)
             self.result.written += added
             self.result.from_api += added
-            self.result.api_pages += 1
             after = intervals.next_open(self.interval, int(opens[-1]))
             self._record_gaps(subtract([(cursor, after)], runs_of(self.interval, opens)))
             self.report(candle_count(self.interval, [(cursor, after)]))
@@ -485,6 +497,21 @@ class _Run:
         if cursor < end:
             self._record_gaps([(cursor, end)])
             self.report(candle_count(self.interval, [(cursor, end)]))
+
+    def _pages(self, start: int, end: int) -> Iterator[pd.DataFrame]:
+        """The non-empty pages of candles opening in ``[start, end)``, oldest first."""
+        cursor = start
+        while cursor < end:
+            page = self.client.klines(self.symbol, self.interval, cursor, end)
+            self.result.api_pages += 1
+            opens = klines.open_time_ms(page)
+            inside = page[(opens >= cursor) & (opens < end)].reset_index(drop=True)
+            if inside.empty:
+                return
+            yield inside
+            cursor = intervals.next_open(self.interval, int(klines.open_time_ms(inside)[-1]))
+            if len(page) < PAGE_LIMIT:
+                return
 
     def _record_gaps(self, gaps: list[Range]) -> None:
         """Record the gaps that have settled: ended at least ``SETTLE_MS`` ago."""

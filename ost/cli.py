@@ -116,11 +116,24 @@ def _print_outcomes(outcomes: list[StreamOutcome]) -> None:
 @app.command()
 def sim(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8900,
-    faults: Annotated[str | None, typer.Option(help="Fault SPEC, e.g. '5xx:rate=0.3'.")] = None,
+    faults: Annotated[
+        str | None, typer.Option(help="Fault SPEC, e.g. '5xx:rate=0.3,count=5;slow:delay=2'.")
+    ] = None,
+    weight_limit: Annotated[int, typer.Option(help="Request weight per window.")] = 6000,
+    weight_window_s: Annotated[float, typer.Option(help="Weight window in seconds.")] = 60,
+    latency_ms: Annotated[float, typer.Option(help="Delay added to every answer.")] = 0.0,
 ) -> None:
     """The Binance simulator, for drills, demos and tests."""
-    typer.echo("not wired yet", err=True)
-    raise typer.Exit(EXIT_FAILED)
+    from ost.sim import serve_cli
+
+    with _bad_input_exits_2():
+        serve_cli(
+            port=port,
+            faults=faults or "",
+            weight_limit=weight_limit,
+            weight_window_s=int(weight_window_s),
+            latency_ms=latency_ms,
+        )
 
 
 @app.command()

@@ -38,11 +38,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import filelock
-import fsspec  # type: ignore[import-untyped]  # fsspec ships no type information
+import fsspec
 import numpy as np
-from fsspec.implementations.local import (  # type: ignore[import-untyped]  # as above
-    LocalFileSystem,
-)
+from fsspec.implementations.local import LocalFileSystem
 
 from ost import intervals, klines
 from ost.errors import OstError, StoreCorrupt, StoreError

@@ -32,6 +32,7 @@ import json
 import os
 import re
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -198,7 +199,7 @@ def utcnow() -> dt.datetime:
 
 def bounded_label(text: str | None, default: str = "error") -> str:
     """``text`` as a short label value (lowercase letters, digits, ``_``): labels stay bounded."""
-    cleaned = re.sub(r"[^a-z0-9_]+", "_", (text or "").lower()).strip("_")[:REASON_CHARS]
+    cleaned = re.sub(r"[^a-z0-9_]+", "_", (text or "").lower())[:REASON_CHARS].strip("_")
     return cleaned or default
 
 
@@ -301,13 +302,18 @@ class Ledger:
         return marked
 
     def record_requests(self, log: RequestLog) -> None:
-        """Add a client's request counts (call once per client: it adds the log's totals)."""
+        """Add the requests ``log`` counted since the last call, and set the used weight.
+
+        The counts recorded are taken out of ``log.answers`` once committed, so a long-lived
+        client's log can be recorded after every stream without counting anything twice.
+        """
+        taken = Counter({key: count for key, count in log.answers.items() if count > 0})
         with self._transaction() as db:
-            for (base_url, status), count in log.answers.items():
-                if count:
-                    self._add(db, BINANCE_REQUESTS, {"base_url": base_url, "status": status}, count)
+            for (base_url, status), count in taken.items():
+                self._add(db, BINANCE_REQUESTS, {"base_url": base_url, "status": status}, count)
             if log.used_weight is not None:
                 self._set_gauge(db, USED_WEIGHT, {}, float(log.used_weight))
+        log.answers.subtract(taken)
 
     def record_notification(self, level: str, result: str, count: int = 1) -> None:
         """Count ``count`` notification deliveries at ``level`` with ``result`` (sent, failed..)."""

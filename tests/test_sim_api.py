@@ -90,12 +90,15 @@ def test_limit_defaults_to_500_and_caps_at_1000(client: httpx.Client):
     assert len(get_klines(client, symbol="BTCUSDT", interval="1m")) == 500
     assert len(get_klines(client, symbol="BTCUSDT", interval="1m", limit=1000)) == 1000
     assert len(get_klines(client, symbol="BTCUSDT", interval="1m", limit=5000)) == 1000
-    response = client.get("/api/v3/klines", params={"symbol": "BTCUSDT", "interval": "1m", "limit": 0})
+    response = client.get(
+        "/api/v3/klines", params={"symbol": "BTCUSDT", "interval": "1m", "limit": 0}
+    )
     assert error_of(response) == (400, -1130)
 
 
 def test_without_times_the_most_recent_candles_come(sim: SimHandle, client: httpx.Client):
     """No startTime or endTime: the latest candles, ending with the open current one."""
+    sim.configure(now_ms=utc_ms("2026-02-02T15:30"))
     rows = get_klines(client, symbol="ETHUSDT", interval="1h", limit=24)
     now = sim.now_ms()
     assert len(rows) == 24
@@ -106,7 +109,7 @@ def test_without_times_the_most_recent_candles_come(sim: SimHandle, client: http
 
 
 def test_start_time_alone_gives_the_oldest_from_it(client: httpx.Client):
-    """startTime alone: the first `limit` candles opening at or after it."""
+    """With startTime alone: the first `limit` candles opening at or after it."""
     start = utc_ms("2021-03-01T10:00:30")
     rows = get_klines(client, symbol="BTCUSDT", interval="1m", startTime=start, limit=100)
     assert rows[0][0] == utc_ms("2021-03-01T10:01")
@@ -115,7 +118,7 @@ def test_start_time_alone_gives_the_oldest_from_it(client: httpx.Client):
 
 
 def test_end_time_alone_gives_the_latest_up_to_it(client: httpx.Client):
-    """endTime alone: the last `limit` candles opening at or before it."""
+    """With endTime alone: the last `limit` candles opening at or before it."""
     end = utc_ms("2021-03-01T10:00:30")
     rows = get_klines(client, symbol="BTCUSDT", interval="5m", endTime=end, limit=12)
     assert rows[-1][0] == utc_ms("2021-03-01T10:00")
@@ -123,12 +126,14 @@ def test_end_time_alone_gives_the_latest_up_to_it(client: httpx.Client):
 
 
 def test_both_times_give_the_range_from_the_start(client: httpx.Client):
-    """startTime and endTime: from the start, up to the limit, not past the end."""
+    """With startTime and endTime: from the start, up to the limit, not past the end."""
     start, end = utc_ms("2022-01-01"), utc_ms("2022-01-02")
     day = get_klines(client, symbol="BTCUSDT", interval="1h", startTime=start, endTime=end)
     assert [r[0] for r in day][:: len(day) - 1] == [start, end]
     assert len(day) == 25
-    first = get_klines(client, symbol="BTCUSDT", interval="1h", startTime=start, endTime=end, limit=5)
+    first = get_klines(
+        client, symbol="BTCUSDT", interval="1h", startTime=start, endTime=end, limit=5
+    )
     assert first == day[:5]
 
 
@@ -163,10 +168,16 @@ def test_the_open_candle_changes_with_the_clock(sim: SimHandle, client: httpx.Cl
 def test_no_candles_before_the_listing(sim: SimHandle, client: httpx.Client):
     """SOLUSDT starts on its listing day; before it, nothing; with the clock before it, -1121."""
     listed = LISTINGS["SOLUSDT"].listed_ms
-    rows = get_klines(client, symbol="SOLUSDT", interval="1d", startTime=utc_ms("2020-01-01"), limit=3)
+    rows = get_klines(
+        client, symbol="SOLUSDT", interval="1d", startTime=utc_ms("2020-01-01"), limit=3
+    )
     assert rows[0][0] == intervals.align("1d", listed)
     early = get_klines(
-        client, symbol="SOLUSDT", interval="1d", startTime=utc_ms("2019-01-01"), endTime=listed - 10**8
+        client,
+        symbol="SOLUSDT",
+        interval="1d",
+        startTime=utc_ms("2019-01-01"),
+        endTime=listed - 10**8,
     )
     assert early == []
     sim.configure(now_ms=utc_ms("2019-06-01"))
@@ -197,7 +208,7 @@ def test_bad_parameters_get_binance_errors(client: httpx.Client, params: dict[st
 
 
 def test_unknown_symbol_in_exchange_info(client: httpx.Client):
-    """exchangeInfo for an unknown symbol is -1121 "Invalid symbol."."""
+    """An unknown symbol in exchangeInfo is -1121 "Invalid symbol."."""
     response = client.get("/api/v3/exchangeInfo", params={"symbol": "NOPEUSDT"})
     assert error_of(response) == (400, -1121)
     assert response.json()["msg"] == "Invalid symbol."
@@ -266,8 +277,12 @@ def test_added_latency(sim: SimHandle, client: httpx.Client):
 def test_halt_day_over_http(client: httpx.Client):
     """2023-03-24 1m over HTTP: 1360 candles in two pages, 12:39 closes early, none 12:40-13:59."""
     end = HALT_DAY + intervals.DAY_MS - 1
-    first = get_klines(client, symbol="BTCUSDT", interval="1m", startTime=HALT_DAY, endTime=end, limit=1000)
-    rest = get_klines(client, symbol="BTCUSDT", interval="1m", startTime=first[-1][0] + 1, endTime=end, limit=1000)
+    first = get_klines(
+        client, symbol="BTCUSDT", interval="1m", startTime=HALT_DAY, endTime=end, limit=1000
+    )
+    rest = get_klines(
+        client, symbol="BTCUSDT", interval="1m", startTime=first[-1][0] + 1, endTime=end, limit=1000
+    )
     rows = first + rest
     assert len(rows) == 1360
     by_open = {row[0]: row for row in rows}
@@ -281,7 +296,13 @@ def test_2025_real_day_is_served_in_milliseconds(client: httpx.Client):
     rows = get_klines(client, symbol="BTCUSDT", interval="1m", startTime=start, limit=3)
     assert [r[0] for r in rows] == [1735689600000, 1735689660000, 1735689720000]
     assert rows[0][6] == 1735689659999
-    assert rows[0][1:6] == ["93576.00000000", "93610.93000000", "93537.50000000", "93610.93000000", "8.21827000"]
+    assert rows[0][1:6] == [
+        "93576.00000000",
+        "93610.93000000",
+        "93537.50000000",
+        "93610.93000000",
+        "8.21827000",
+    ]
 
 
 def test_running_sim_stops_cleanly():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,8 @@ def test_the_current_candle_grows_until_it_closes():
     snapshots = [market.candles("BTCUSDT", "1h", open_ms, open_ms + 1, now) for now in later]
     assert {int(s.close_time[0]) for s in snapshots} == {open_ms + intervals.HOUR_MS - 1}
     volumes = [float(s.volume[0]) for s in snapshots]
-    assert volumes == sorted(volumes) and volumes[0] < volumes[-1]
+    assert volumes == sorted(volumes)
+    assert volumes[0] < volumes[-1]
     closed = market.klines("BTCUSDT", "1h", open_ms, open_ms + 1, open_ms + 10**8)
     at_close = market.klines("BTCUSDT", "1h", open_ms, open_ms + 1, open_ms + intervals.HOUR_MS - 1)
     assert at_close == closed
@@ -147,7 +149,8 @@ def test_candles_around_the_outage_close_early_or_resume():
     last_real_close = 1518049694788
     for interval in ("4h", "1d"):
         rows = market.klines("BTCUSDT", interval, day, day + intervals.DAY_MS, NOW)
-        assert rows[0][0] == day and rows[0][6] == last_real_close
+        assert rows[0][0] == day
+        assert rows[0][6] == last_real_close
     after = market.page("BTCUSDT", "1m", NOW, start_time=OUTAGE[0], limit=3)
     assert after.open_time.tolist()[0] == OUTAGE[1]
 
@@ -158,8 +161,10 @@ def test_one_second_candles_on_a_real_day_rebuild_their_minute():
     real = market.klines("BTCUSDT", "1m", minute, minute + 1, NOW)[0]
     seconds = market.candles("BTCUSDT", "1s", minute, minute + intervals.MINUTE_MS, NOW)
     assert len(seconds) == 60
-    assert f"{seconds.open[0]:.8f}" == real[1] and f"{seconds.close[-1]:.8f}" == real[4]
-    assert f"{seconds.high.max():.8f}" == real[2] and f"{seconds.low.min():.8f}" == real[3]
+    assert f"{seconds.open[0]:.8f}" == real[1]
+    assert f"{seconds.close[-1]:.8f}" == real[4]
+    assert f"{seconds.high.max():.8f}" == real[2]
+    assert f"{seconds.low.min():.8f}" == real[3]
     assert seconds.trades.sum() == real[8]
     halted = market.candles("BTCUSDT", "1s", HALT[0] - 30_000, HALT[1], NOW)
     assert int(halted.close_time[-1]) == HALTED_CLOSE
@@ -195,8 +200,6 @@ def test_unknown_symbols_are_refused():
 
 def test_a_page_of_1000_rows_is_fast():
     """Building and encoding a 1000-row page takes a few milliseconds."""
-    import time
-
     market.page("BTCUSDT", "1m", NOW, limit=1000).json_bytes()
     started = time.perf_counter()
     for _ in range(10):

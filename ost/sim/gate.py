@@ -83,10 +83,9 @@ class Gate:
                 "Streams for live updates to avoid polling the API."
             )
         else:
-            until = self.state.now_ms() + verdict.retry_after_s * 1000
             message = (
-                f"Way too much request weight used; IP banned until {until}. Please use "
-                "WebSocket Streams for live updates to avoid bans."
+                f"Way too much request weight used; IP banned until {verdict.banned_until_ms}. "
+                "Please use WebSocket Streams for live updates to avoid bans."
             )
         body = orjson.dumps({"code": -1003, "msg": message})
         headers = [*headers, (b"retry-after", str(verdict.retry_after_s).encode())]

@@ -34,6 +34,8 @@ class Verdict:
     status: int
     used: int
     retry_after_s: int = 0
+    #: For a 418: when the ban ends (server time, ms).
+    banned_until_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -74,16 +76,21 @@ class WeightLimiter:
         """Count a request of ``weight`` from ``ip``, or refuse it."""
         client = self._client(ip, now_ms)
         if client.banned_until > now_ms:
-            return Verdict(418, client.used, _seconds(client.banned_until - now_ms))
+            return self._banned(client, now_ms)
         if client.used + weight <= self.limit:
             client.used += weight
             return Verdict(200, client.used)
         client.refused += 1
         if client.refused > 1 + self.ban_after:
             client.banned_until = now_ms + self.ban_windows * self.window_ms
-            return Verdict(418, client.used, _seconds(client.banned_until - now_ms))
+            return self._banned(client, now_ms)
         window_end = client.window_start + self.window_ms
         return Verdict(429, client.used, _seconds(window_end - now_ms))
+
+    @staticmethod
+    def _banned(client: _Client, now_ms: int) -> Verdict:
+        wait = _seconds(client.banned_until - now_ms)
+        return Verdict(418, client.used, wait, banned_until_ms=client.banned_until)
 
     def reset(self) -> None:
         """Forget all weight, refusals and bans."""

@@ -93,6 +93,7 @@ def spans(symbol: str) -> tuple[Span, ...]:
     )
 
 
+@functools.cache
 def span_starts_ends(symbol: str) -> tuple[np.ndarray, np.ndarray]:
     """Start and end ms of every span of ``symbol`` as two arrays, without reading any CSV."""
     table = [

@@ -12,6 +12,7 @@ import re
 from typing import Any, Final
 
 import orjson
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -112,7 +113,7 @@ async def exchange_info(request: Request) -> Response:
     except BinanceError as error:
         return error.response()
     config = state.config
-    interval_name, interval_num = window_words(config.weight_window_s).split()
+    interval_num, interval_name = window_words(config.weight_window_s).split()
     return json_response(
         {
             "timezone": "UTC",
@@ -227,7 +228,8 @@ async def archive_file(request: Request) -> Response:
     )
     if wanted is None or not archive.is_published(wanted, _state(request).now_ms()):
         return _no_such_key(request.url.path)
-    data = archive.zip_bytes(wanted)
+    # A monthly zip of small candles takes a while to build: keep the event loop serving.
+    data = await run_in_threadpool(archive.zip_bytes, wanted)
     if data is None:
         return _no_such_key(request.url.path)
     if wanted.checksum:

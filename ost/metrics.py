@@ -1,0 +1,220 @@
+"""Prometheus metrics of every ingestion, in whatever process it ran: read from the ledger.
+
+Flow runs are processes of their own, so in-process prometheus counters would die with them.
+Instead every outcome is recorded in the ledger (:mod:`ost.ledger`), and :class:`LedgerCollector`
+reads it at scrape time: the counts are those of all processes, and survive a restart of
+``ost metrics`` (no multiprocess-mode files to compact). Escalation levels are computed at scrape
+time by the ladder's pure policy, so they are current even when the watchdog is not running.
+
+Served by :func:`serve_metrics` (``ost metrics``): ``/metrics`` in the Prometheus text format,
+``/healthz`` (200 ``ok``, 503 when the ledger cannot be read).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Final
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from alerts.policy import LadderConfig, LadderState, evaluate
+from ost import ledger as ledger_names
+from ost.errors import StoreError
+from ost.ledger import Labels, LadderRecord, Ledger, LedgerSnapshot, utcnow
+
+if TYPE_CHECKING:
+    from ost.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STREAM: Final = ("symbol", "interval")
+#: ledger counter -> (metric name, help, label names)
+COUNTERS: Final[dict[str, tuple[str, str, tuple[str, ...]]]] = {
+    ledger_names.FAILURES: (
+        "ost_ingestion_failures_total",
+        "Failed ingestion attempts of a stream, by reason.",
+        (*STREAM, "reason"),
+    ),
+    ledger_names.INGESTIONS: (
+        "ost_ingestions_total",
+        "Ingestion attempts of a stream, by result (ok, failed).",
+        (*STREAM, "result"),
+    ),
+    ledger_names.CANDLES_WRITTEN: (
+        "ost_candles_written_total",
+        "Closed candles newly stored for a stream.",
+        STREAM,
+    ),
+    ledger_names.BINANCE_REQUESTS: (
+        "ost_binance_requests_total",
+        "Answers from Binance by base URL and HTTP status ('error': no answer).",
+        ("base_url", "status"),
+    ),
+    ledger_names.NOTIFICATIONS: (
+        "ost_notifications_total",
+        "Notification deliveries per target, by level and result.",
+        ("level", "result"),
+    ),
+    ledger_names.RUN_FAILURES: (
+        "ost_run_failures_total",
+        "Flow runs that failed or crashed before their streams reported, by reason.",
+        ("reason",),
+    ),
+}
+
+
+class LedgerCollector(Collector):
+    """Yields the ``ost_*`` metrics from one ledger snapshot per scrape."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        config: LadderConfig,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.ledger = ledger
+        self.config = config
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        """Every ``ost_*`` family; raises :class:`~ost.errors.StoreError` if the ledger fails."""
+        snapshot = self.ledger.snapshot()
+        for name, (metric, documentation, labels) in COUNTERS.items():
+            yield _counter(metric, documentation, labels, snapshot.counters.get(name, {}))
+        yield from self._stream_gauges(snapshot)
+        yield from self._escalation(snapshot)
+        yield _used_weight(snapshot)
+
+    def _stream_gauges(self, snapshot: LedgerSnapshot) -> Iterator[Metric]:
+        last_success = GaugeMetricFamily(
+            "ost_last_ingestion_timestamp_seconds",
+            "When the stream was last ingested successfully (Unix time).",
+            labels=STREAM,
+        )
+        last_attempt = GaugeMetricFamily(
+            "ost_last_attempt_timestamp_seconds",
+            "When the stream's ingestion was last attempted, whatever the result (Unix time).",
+            labels=STREAM,
+        )
+        last_candle = GaugeMetricFamily(
+            "ost_last_candle_open_time_seconds",
+            "Open time of the stream's last stored candle, as of its last ingestion (Unix time).",
+            labels=STREAM,
+        )
+        for (symbol, interval), state in snapshot.streams.items():
+            labels = [symbol, interval]
+            if state.last_success_at is not None:
+                last_success.add_metric(labels, state.last_success_at.timestamp())
+            if state.last_attempt_at is not None:
+                last_attempt.add_metric(labels, state.last_attempt_at.timestamp())
+            if state.last_open_ms is not None:
+                last_candle.add_metric(labels, state.last_open_ms / 1000)
+        yield from (last_success, last_attempt, last_candle)
+
+    def _escalation(self, snapshot: LedgerSnapshot) -> Iterator[Metric]:
+        record = snapshot.ladders.get(ledger_names.OVERALL, LadderRecord())
+        ladder = LadderState.from_record(record)
+        evaluation = evaluate(self.clock(), self.config, snapshot.streams, ladder)
+        yield GaugeMetricFamily(
+            "ost_escalation_level",
+            "Runbook escalation level of ingestion overall: 0 normal, 1 monitor, 2 alert,"
+            " 3 escalate.",
+            value=int(evaluation.level),
+        )
+        per_stream = GaugeMetricFamily(
+            "ost_stream_escalation_level",
+            "Runbook escalation level of one configured stream (0 to 3).",
+            labels=STREAM,
+        )
+        failing_since = GaugeMetricFamily(
+            "ost_failing_since_seconds",
+            "Since when the configured stream is down (failing, or no run when due; Unix"
+            " time); 0 while healthy.",
+            labels=STREAM,
+        )
+        for health in evaluation.streams:
+            labels = [health.symbol, health.interval]
+            per_stream.add_metric(labels, int(health.level))
+            since = health.down_since
+            failing_since.add_metric(labels, since.timestamp() if since is not None else 0.0)
+        yield from (per_stream, failing_since)
+
+
+def _counter(
+    name: str, documentation: str, label_names: tuple[str, ...], values: Mapping[Labels, int]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=label_names)
+    for labels, value in sorted(values.items()):
+        given = dict(labels)
+        family.add_metric([given.get(label, "") for label in label_names], value)
+    return family
+
+
+def _used_weight(snapshot: LedgerSnapshot) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(
+        "ost_binance_used_weight",
+        "Binance's last reported request weight used in the current minute (X-MBX-USED-WEIGHT).",
+        labels=[],
+    )
+    value = snapshot.gauges.get(ledger_names.USED_WEIGHT, {}).get(())
+    if value is not None:
+        family.add_metric([], value)
+    return family
+
+
+def build_registry(ledger: Ledger, config: LadderConfig) -> CollectorRegistry:
+    """A fresh registry holding only the ledger's collector (never the global one)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(LedgerCollector(ledger, config))
+    return registry
+
+
+def build_app(ledger: Ledger, config: LadderConfig | None = None) -> Starlette:
+    """The metrics web app: ``/metrics`` and ``/healthz``, reading ``ledger`` at each request."""
+    registry = build_registry(ledger, config or LadderConfig(streams=()))
+
+    def metrics(_request: Request) -> Response:  # sync: starlette runs it in a thread
+        try:
+            body = generate_latest(registry)
+        except StoreError as exc:
+            log.error("Cannot read the ledger for /metrics: %s", exc)  # noqa: TRY400  # said it all
+            return PlainTextResponse("ledger unreadable\n", status_code=503)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    def healthz(_request: Request) -> Response:
+        try:
+            ledger.check()
+        except StoreError:
+            return PlainTextResponse("ledger unreadable\n", status_code=503)
+        return PlainTextResponse("ok\n")
+
+    return Starlette(routes=[Route("/metrics", metrics), Route("/healthz", healthz)])
+
+
+def serve_metrics(settings: Settings, *, log_level: str = "info") -> None:
+    """``ost metrics``: serve ``/metrics`` and ``/healthz`` until stopped (blocking)."""
+    import uvicorn  # noqa: PLC0415  # only the server needs it
+
+    ledger = Ledger.for_settings(settings)
+    app = build_app(ledger, LadderConfig.from_settings(settings))
+    log.info(
+        "Serving metrics at http://%s:%d/metrics from the ledger %s",
+        settings.metrics_host,
+        settings.metrics_port,
+        ledger.path,
+    )
+    uvicorn.run(
+        app,
+        host=settings.metrics_host,
+        port=settings.metrics_port,
+        log_level=log_level,
+        access_log=False,
+    )

@@ -1,0 +1,249 @@
+"""The ingestion ledger: location, stream state, counters, run failures, concurrent processes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing
+import sqlite3
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+
+import pytest
+
+from ost.binance import RequestLog
+from ost.errors import StoreError
+from ost.ingest import StreamOutcome
+from ost.ledger import (
+    BINANCE_REQUESTS,
+    CANDLES_WRITTEN,
+    FAILURES,
+    INGESTIONS,
+    RUN_FAILURES,
+    USED_WEIGHT,
+    LadderRecord,
+    Ledger,
+    bounded_label,
+    ledger_path,
+)
+from ost.settings import load_settings
+
+T0 = dt.datetime(2026, 11, 3, 10, 0, tzinfo=dt.UTC)
+MIN = dt.timedelta(minutes=1)
+
+
+def ok(symbol: str = "BTCUSDT", interval: str = "15m", written: int = 3) -> StreamOutcome:
+    """A successful outcome that stored ``written`` candles."""
+    return StreamOutcome(
+        symbol, interval, ok=True, written=written, last_open_ms=1_000, seconds=0.1
+    )
+
+
+def failed(
+    symbol: str = "BTCUSDT", interval: str = "15m", reason: str = "unavailable"
+) -> StreamOutcome:
+    """A failed outcome with ``reason``."""
+    return StreamOutcome(
+        symbol, interval, ok=False, written=0, last_open_ms=None, seconds=0.1, reason=reason,
+        error=f"every base URL failed ({reason})\nsecond line",
+    )  # fmt: skip
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    """A ledger in a fresh temporary directory."""
+    return Ledger(tmp_path / "state" / "ledger.sqlite3")
+
+
+def test_location_of_a_local_store(tmp_path: Path) -> None:
+    """A local data_dir (plain or file://) keeps its ledger in <data_dir>/state/."""
+    expected = tmp_path / "state" / "ledger.sqlite3"
+    assert ledger_path(str(tmp_path)) == expected
+    assert ledger_path(f"file://{tmp_path}") == expected
+    assert Ledger.for_settings(load_settings(data_dir=str(tmp_path))).path == expected
+
+
+def test_location_of_a_remote_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A remote fsspec data_dir puts the ledger in $XDG_STATE_HOME/ost/, else ~/.local/state."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert ledger_path("s3://bucket/candles") == tmp_path / "ost" / "ledger.sqlite3"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    expected = Path("~/.local/state/ost/ledger.sqlite3").expanduser()
+    assert ledger_path("memory://candles") == expected
+
+
+def test_database_is_in_wal_mode(ledger: Ledger) -> None:
+    """The ledger file uses write-ahead logging, so readers never block writers."""
+    ledger.record_outcome(ok(), T0)
+    with sqlite3.connect(ledger.path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_failure_starts_and_success_ends_failing_since(ledger: Ledger) -> None:
+    """failing_since is the first failure after the last success, and a success clears it."""
+    ledger.record_outcome(ok(), T0)
+    ledger.record_outcome(failed(), T0 + MIN)
+    ledger.record_outcome(failed(reason="bad_payload"), T0 + 2 * MIN)
+    state = ledger.stream_states()[("BTCUSDT", "15m")]
+    assert state.failing_since == T0 + MIN
+    assert state.last_success_at == T0
+    assert state.last_attempt_at == T0 + 2 * MIN
+    assert state.last_reason == "bad_payload"
+    assert state.last_error == "every base URL failed (bad_payload)"
+    assert state.last_open_ms == 1_000
+
+    ledger.record_outcome(ok(), T0 + 3 * MIN)
+    state = ledger.stream_states()[("BTCUSDT", "15m")]
+    assert state.failing_since is None
+    assert state.last_success_at == T0 + 3 * MIN
+    assert (state.last_reason, state.last_error) == (None, None)
+
+
+def test_outcomes_arriving_out_of_order(ledger: Ledger) -> None:
+    """A late success older than a recorded failure leaves the stream failing, and vice versa."""
+    ledger.record_outcome(failed(), T0 + 2 * MIN)
+    ledger.record_outcome(ok(), T0 + MIN)
+    state = ledger.stream_states()[("BTCUSDT", "15m")]
+    assert state.failing_since == T0 + 2 * MIN
+    assert state.last_success_at == T0 + MIN
+
+    ledger.record_outcome(ok(symbol="ETHUSDT"), T0 + 5 * MIN)
+    ledger.record_outcome(failed(symbol="ETHUSDT"), T0 + 4 * MIN)
+    eth = ledger.stream_states()[("ETHUSDT", "15m")]
+    assert eth.failing_since is None
+    assert eth.last_success_at == T0 + 5 * MIN
+    assert eth.last_attempt_at == T0 + 5 * MIN
+
+
+def test_outcomes_move_the_counters(ledger: Ledger) -> None:
+    """Failures count by reason, candles by stream, attempts by result."""
+    ledger.record_outcomes([ok(written=5), failed(), failed(), ok(written=0)], T0)
+    ledger.record_outcome(failed(symbol="ETHUSDT", interval="1h", reason="rate_limited"), T0)
+    btc = {"symbol": "BTCUSDT", "interval": "15m"}
+    assert ledger.counter(FAILURES, **btc, reason="unavailable") == 2
+    assert ledger.counter(FAILURES, symbol="ETHUSDT", interval="1h", reason="rate_limited") == 1
+    assert ledger.counter(CANDLES_WRITTEN, **btc) == 5
+    assert ledger.counter(INGESTIONS, **btc, result="ok") == 2
+    assert ledger.counter(INGESTIONS, **btc, result="failed") == 2
+    assert len(ledger.counters(FAILURES)) == 2
+
+
+def test_reasons_stay_bounded(ledger: Ledger) -> None:
+    """A free-text reason becomes a short lowercase label; a missing one becomes 'error'."""
+    assert bounded_label("Weird Reason: HTTP 503!" * 5) == "weird_reason_http_503_weird_reason_http"
+    assert bounded_label(None) == "error"
+    ledger.record_outcome(failed(reason=""), T0)
+    assert ledger.counters(FAILURES) == {
+        (("interval", "15m"), ("reason", "error"), ("symbol", "BTCUSDT")): 1
+    }
+
+
+def test_requests_are_added_and_weight_set(ledger: Ledger) -> None:
+    """Each client's request log adds to the totals; the used weight is the last one seen."""
+    for weight in (40, 12):
+        log = RequestLog()
+        log.count("https://api.binance.com", "200")
+        log.count("https://api.binance.com", "503")
+        log.count("https://api1.binance.com", "error")
+        log.used_weight = weight
+        ledger.record_requests(log)
+    assert ledger.counter(BINANCE_REQUESTS, base_url="https://api.binance.com", status="503") == 2
+    assert (
+        ledger.counter(BINANCE_REQUESTS, base_url="https://api1.binance.com", status="error") == 2
+    )
+    assert ledger.gauge(USED_WEIGHT) == 12
+
+
+def test_a_log_recorded_twice_counts_once(ledger: Ledger) -> None:
+    """Recording a long-lived client's log again adds only what it counted since."""
+    log = RequestLog()
+    log.count("https://api.binance.com", "200")
+    ledger.record_requests(log)
+    ledger.record_requests(log)
+    log.count("https://api.binance.com", "200")
+    ledger.record_requests(log)
+    assert ledger.counter(BINANCE_REQUESTS, base_url="https://api.binance.com", status="200") == 2
+
+
+def test_run_failure_marks_only_streams_without_an_outcome(ledger: Ledger) -> None:
+    """A crashed run fails the streams that recorded nothing since it started, and counts once."""
+    ledger.record_outcome(ok(), T0)
+    ledger.record_outcome(ok(symbol="ETHUSDT"), T0 + 2 * MIN)
+    marked = ledger.record_run_failure(
+        [("BTCUSDT", "15m"), ("ETHUSDT", "15m")],
+        reason="crashed",
+        started_at=T0 + MIN,
+        at=T0 + 3 * MIN,
+    )
+    assert marked == [("BTCUSDT", "15m")]
+    states = ledger.stream_states()
+    assert states[("BTCUSDT", "15m")].failing_since == T0 + 3 * MIN
+    assert states[("BTCUSDT", "15m")].last_reason == "crashed"
+    assert states[("ETHUSDT", "15m")].failing_since is None
+    assert ledger.counter(FAILURES, symbol="BTCUSDT", interval="15m", reason="crashed") == 1
+    assert ledger.counter(RUN_FAILURES, reason="crashed") == 1
+
+
+def test_ladder_state_round_trip(ledger: Ledger) -> None:
+    """The ladder's state reads back as saved, per scope; an unknown scope reads as initial."""
+    assert ledger.ladder() == LadderRecord()
+    record = LadderRecord(3, T0, frozenset({"alert", "escalate"}), T0 + MIN)
+    ledger.save_ladder(record)
+    assert ledger.ladder() == record
+    assert ledger.ladder("other") == LadderRecord()
+
+
+def test_ensure_streams_keeps_first_sighting(ledger: Ledger) -> None:
+    """ensure_streams records when a stream was first known, once."""
+    ledger.ensure_streams([("BTCUSDT", "15m")], T0)
+    ledger.ensure_streams([("BTCUSDT", "15m")], T0 + MIN)
+    state = ledger.stream_states()[("BTCUSDT", "15m")]
+    assert state.known_since == T0
+    assert state.last_success_at is None
+
+
+def test_naive_datetimes_are_refused(ledger: Ledger) -> None:
+    """A naive datetime is ambiguous, so it is refused rather than guessed."""
+    with pytest.raises(ValueError, match="naive"):
+        ledger.record_outcome(ok(), dt.datetime(2026, 1, 1))  # naive on purpose
+
+
+def test_unreadable_ledger_raises_store_error(tmp_path: Path) -> None:
+    """A file that is not a SQLite database raises StoreError naming the ledger."""
+    path = tmp_path / "ledger.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="ingestion ledger"):
+        Ledger(path).check()
+
+
+def record_many(path: str, symbol: str, rounds: int, start: Barrier) -> None:
+    """Child: wait for ``start``, then record ``rounds`` failures and successes of one stream."""
+    ledger = Ledger(path)
+    start.wait()
+    for _ in range(rounds):
+        ledger.record_outcome(failed(symbol=symbol))
+        ledger.record_outcome(ok(symbol="BTCUSDT", written=2))
+
+
+@pytest.mark.slow
+def test_concurrent_processes_lose_no_count(ledger: Ledger) -> None:
+    """Six processes recording at once: every failure and every candle is counted."""
+    processes, rounds = 6, 60
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(processes)
+    symbols = [f"SYM{index}USDT" for index in range(processes)]
+    children = [
+        context.Process(target=record_many, args=(str(ledger.path), symbol, rounds, start))
+        for symbol in symbols
+    ]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout=120)
+        assert child.exitcode == 0
+    for symbol in symbols:
+        assert (
+            ledger.counter(FAILURES, symbol=symbol, interval="15m", reason="unavailable") == rounds
+        )
+    total = processes * rounds
+    assert ledger.counter(CANDLES_WRITTEN, symbol="BTCUSDT", interval="15m") == 2 * total
+    assert ledger.counter(INGESTIONS, symbol="BTCUSDT", interval="15m", result="ok") == total
