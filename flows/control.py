@@ -77,19 +77,19 @@ def reassert_pauses(deployment: str = INGEST_DEPLOYMENT, *, force: bool = False)
 
 def _main(argv: list[str]) -> int:
     """``python -m flows.control ensure-pool|after-deploy``, the steps ``ost up`` runs."""
-    from ost.settings import load_settings
+    from ost.settings import load_settings  # only the CLI entry needs it
 
     if argv == ["ensure-pool"]:
         created = ensure_work_pool()
-        print(f"work pool {WORK_POOL}: {'created' if created else 'exists'}")  # noqa: T201  # CLI
+        print(f"work pool {WORK_POOL}: {'created' if created else 'exists'}")  # CLI
         return 0
     if argv == ["after-deploy"]:
         disabled = load_settings().disable_scheduler
         state = reassert_pauses(force=disabled)
         why = " (OST_DISABLE_SCHEDULER=true)" if disabled else ""
-        print(f"{state.deployment}: {'paused' if state.paused else 'scheduled'}{why}")  # noqa: T201
+        print(f"{state.deployment}: {'paused' if state.paused else 'scheduled'}{why}")
         return 0
-    print("usage: python -m flows.control ensure-pool|after-deploy", file=sys.stderr)  # noqa: T201
+    print("usage: python -m flows.control ensure-pool|after-deploy", file=sys.stderr)
     return 2
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
-from prefect.states import Completed, Failed, State
+from prefect.client.schemas.objects import State
+from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from ost.args import parse_intervals, parse_symbols
@@ -16,9 +17,13 @@ from tasks.ingest import ingest_stream_task
 MAX_PARALLEL_STREAMS = 4
 
 
-@flow(name="ingest-all", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_STREAMS))
+#: Prefect types the runner's futures more narrowly than ``flow`` accepts; the pairing is its own.
+TASK_RUNNER: Any = ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_STREAMS)
+
+
+@flow(name="ingest-all", task_runner=TASK_RUNNER)
 def ingest_all(symbols: list[str] | None = None, intervals: list[str] | None = None) -> State[Any]:
-    """Ingest every symbol × interval; the run is Failed if any stream failed, after all ran."""
+    """Ingest every symbol x interval; the run is Failed if any stream failed, after all ran."""
     runtime = current_runtime()
     settings = runtime.settings
     chosen_symbols = parse_symbols(",".join(symbols) if symbols else None, settings)
@@ -34,5 +39,6 @@ def ingest_all(symbols: list[str] | None = None, intervals: list[str] | None = N
         if not state.is_completed()
     ]
     if failed:
-        return Failed(message=f"{len(failed)} of {len(streams)} streams failed: {', '.join(failed)}")
+        failures = ", ".join(failed)
+        return Failed(message=f"{len(failed)} of {len(streams)} streams failed: {failures}")
     return Completed(message=f"{len(streams)} streams ingested")

@@ -68,3 +68,21 @@ def time_range(
 
 
 _BINANCE_FIRST_MS = int(dt.datetime(2017, 7, 14, tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def streams_and_range(
+    settings: Settings,
+    *,
+    interval: str | None,
+    symbols: str | None,
+    days: float | None,
+    start: str | None,
+    end: str | None,
+    now_ms: int,
+) -> tuple[list[tuple[str, str]], int, int]:
+    """The streams and the ``[start, end)`` range that a backfill or a gap check names."""
+    chosen_symbols = parse_symbols(symbols, settings)
+    chosen_intervals = parse_intervals(interval, settings)
+    start_ms, end_ms = time_range(days, start, end, now_ms)
+    streams = [(symbol, each) for symbol in chosen_symbols for each in chosen_intervals]
+    return streams, start_ms, end_ms

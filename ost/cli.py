@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 if TYPE_CHECKING:
+    from ost.backfill import BackfillResult
     from ost.ingest import StreamOutcome
     from ost.settings import Settings
 
@@ -113,6 +114,140 @@ def _print_outcomes(outcomes: list[StreamOutcome]) -> None:
             console.print(f"[red]{outcome.symbol} {outcome.interval}:[/] {outcome.error}")
 
 
+IntervalOption = Annotated[
+    str, typer.Option("--interval", help="'all' (OST_INTERVALS), or intervals like 1h,1d.")
+]
+DaysOption = Annotated[float | None, typer.Option("--days", help="The last N days up to now.")]
+StartOption = Annotated[str | None, typer.Option("--start", help="ISO-8601 start (UTC).")]
+EndOption = Annotated[str | None, typer.Option("--end", help="ISO-8601 end (UTC), default now.")]
+
+
+def _request(
+    settings: Settings,
+    interval: str,
+    symbols: str | None,
+    days: float | None,
+    start: str | None,
+    end: str | None,
+) -> tuple[list[tuple[str, str]], int, int]:
+    import time
+
+    from ost.args import streams_and_range
+
+    with _bad_input_exits_2():
+        return streams_and_range(
+            settings,
+            interval=interval,
+            symbols=symbols,
+            days=days,
+            start=start,
+            end=end,
+            now_ms=int(time.time() * 1000),
+        )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@app.command()
+def backfill(
+    interval: IntervalOption,
+    days: DaysOption = None,
+    start: StartOption = None,
+    end: EndOption = None,
+    symbols: SymbolsOption = None,
+    source: Annotated[
+        str, typer.Option("--source", help="api, archive (data.binance.vision) or auto.")
+    ] = "auto",
+) -> None:
+    """Fill a range of candles, skipping what is already stored (the backfill flow's work)."""
+    settings = _settings()
+    streams, start_ms, end_ms = _request(settings, interval, symbols, days, start, end)
+    from ost.backfill import backfill as run_backfill
+    from ost.backfill import check_source
+    from ost.progress import terminal_progress
+    from ost.runtime import Runtime
+
+    with _bad_input_exits_2():
+        check_source(source)
+    runtime = Runtime.from_settings(settings)
+    with terminal_progress(streams) as progress:
+        results = run_backfill(
+            runtime.client,
+            runtime.store,
+            streams,
+            start_ms,
+            end_ms,
+            source=source,
+            archive_base_url=settings.archive_base_url,
+            progress=progress,
+            on_result=runtime.record_backfill,
+        )
+    runtime.close()
+    _print_backfill(results)
+    if not all(result.ok for result in results):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _print_backfill(results: list[BackfillResult]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="ost backfill")
+    columns = ("symbol", "interval", "result", "missing", "written", "archive", "api", "seconds")
+    for column in columns:
+        table.add_column(column)
+    for result in results:
+        table.add_row(
+            result.symbol,
+            result.interval,
+            "[green]ok[/]" if result.ok else f"[red]failed: {result.reason}[/]",
+            str(result.missing),
+            str(result.written),
+            str(result.from_archive),
+            str(result.from_api),
+            f"{result.seconds:.2f}",
+        )
+    console = Console()
+    console.print(table)
+    for result in results:
+        if not result.ok:
+            console.print(f"[red]{result.symbol} {result.interval}:[/] {result.error}")
+
+
+EXIT_GAPS_REMAIN = 3
+
+
+@app.command()
+def gaps(
+    interval: IntervalOption,
+    days: DaysOption = None,
+    start: StartOption = None,
+    end: EndOption = None,
+    symbols: SymbolsOption = None,
+    repair: Annotated[bool, typer.Option("--repair", help="Backfill the missing ranges.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON report, for machines.")] = False,
+) -> None:
+    """Missing candles per stream as ranges; exchange-side gaps apart; --repair fills the rest."""
+    settings = _settings()
+    streams, start_ms, end_ms = _request(settings, interval, symbols, days, start, end)
+    from ost.progress import terminal_progress
+    from ost.runtime import Runtime
+
+    runtime = Runtime.from_settings(settings)
+    with terminal_progress(streams, quiet=as_json or not repair) as progress:
+        report, status = runtime.check_gaps(
+            streams, start_ms, end_ms, repair_gaps=repair, progress=progress
+        )
+    runtime.close()
+    if as_json:
+        typer.echo(report.to_json())
+    else:
+        from rich.console import Console
+        from rich.markdown import Markdown
+
+        Console().print(Markdown(report.to_markdown()))
+    raise typer.Exit(status)
+
+
 @app.command()
 def sim(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8900,
@@ -139,7 +274,8 @@ def sim(
 @app.command()
 def up(
     simulate: Annotated[
-        bool, typer.Option("--simulate", help="Also start the simulator and point the client at it.")
+        bool,
+        typer.Option("--simulate", help="Also start the simulator and point the client at it."),
     ] = False,
     sim_port: Annotated[int, typer.Option(help="The simulator's port (with --simulate).")] = 8900,
 ) -> None:
@@ -180,6 +316,130 @@ def up(
         _fail(str(exc), EXIT_FAILED)
 
 
+@app.command()
+def ping() -> None:
+    """Every configured base URL: reachable?, latency, server-time skew, used weight."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ost.binance import BinanceClient
+
+    settings = _settings()
+    with BinanceClient.from_settings(settings) as client:
+        pongs = client.ping_all()
+    table = Table(title="ost ping")
+    for column in ("base URL", "reachable", "latency ms", "skew ms", "used weight", "error"):
+        table.add_column(column)
+    for pong in pongs:
+        table.add_row(
+            pong.base_url,
+            "[green]yes[/]" if pong.ok else "[red]no[/]",
+            _or_dash(pong.latency_ms),
+            _or_dash(pong.skew_ms),
+            _or_dash(pong.used_weight),
+            pong.error or "",
+        )
+    Console().print(table)
+    if not any(pong.ok for pong in pongs):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _or_dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON, for machines.")] = False,
+) -> None:
+    """Per stream: last candle, last success, failing since, level; is the schedule paused."""
+    import json
+
+    from alerts.watchdog import ladder_status
+
+    settings = _settings()
+    report = ladder_status(settings).to_dict()
+    report["ingest_schedule"] = _schedule_state()
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    _print_status(report)
+
+
+def _schedule_state() -> str:
+    """``paused``, ``scheduled``, or why it is unknown (no Prefect server to ask)."""
+    import os
+
+    if not os.environ.get("PREFECT_API_URL"):
+        return "unknown (PREFECT_API_URL is not set)"
+    from flows.control import schedule_state
+
+    try:
+        state = schedule_state()
+    except Exception as exc:  # noqa: BLE001  # any failure to reach Prefect is reported, not fatal
+        return f"unknown (Prefect API: {type(exc).__name__})"
+    if not state.exists:
+        return "not deployed"
+    return "paused" if state.paused else "scheduled"
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"ost status: level {report['level']}")
+    columns = ("symbol", "interval", "level", "last candle", "last success", "failing since")
+    for column in (*columns, "last error"):
+        table.add_column(column)
+    for stream in report["streams"]:
+        table.add_row(
+            stream["symbol"],
+            stream["interval"],
+            stream["level"],
+            _or_dash(stream["last_candle_open_time"]),
+            _or_dash(stream["last_success_at"]),
+            _or_dash(stream["down_since"]),
+            (stream["last_reason"] or "") if stream["down_since"] else "",
+        )
+    console = Console()
+    console.print(table)
+    console.print(f"ingest schedule: {report['ingest_schedule']}", highlight=False)
+
+
+@app.command()
+def metrics() -> None:
+    """Serve Prometheus metrics at /metrics and /healthz on OST_METRICS_HOST:OST_METRICS_PORT."""
+    from ost.metrics import serve_metrics
+
+    serve_metrics(_settings())
+
+
+@app.command()
+def watchdog() -> None:
+    """One evaluation of the escalation ladder (the watchdog flow), sending what is due."""
+    from alerts.watchdog import run_watchdog
+
+    report = run_watchdog(_settings())
+    typer.echo(f"level: {report.level.name.lower()}; sent: {len(report.sent)}")
+
+
+@app.command("notify-test")
+def notify_test(
+    tag: Annotated[
+        str | None, typer.Option("--tag", help="alert or escalate (default: all).")
+    ] = None,
+) -> None:
+    """Send a test notification through the configured apprise targets."""
+    from alerts.notify import send_test
+    from ost.errors import NotifyError
+
+    try:
+        accepted = send_test(_settings(), tag)
+    except NotifyError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    typer.echo(f"sent: {accepted} target(s) accepted the test notification")
+
+
 schedule_app = typer.Typer(help="Pause or resume the ingest schedule (the UI's toggle).")
 app.add_typer(schedule_app, name="schedule")
 
@@ -204,7 +464,7 @@ def schedule_resume() -> None:
 
 
 #: click's UsageError, as typer vendors it (typer re-exports only its subclass BadParameter).
-_UsageError: type[Exception] = typer.BadParameter.__base__
+_UsageError: type[Exception] = typer.BadParameter.__mro__[1]
 
 
 @app.callback(invoke_without_command=True)

@@ -63,7 +63,8 @@ def empty_frame() -> pd.DataFrame:
 def to_milliseconds(values: np.ndarray) -> np.ndarray:
     """Epoch integers as milliseconds: microsecond values are divided by 1000."""
     values = values.astype(np.int64, copy=False)
-    return np.where(values >= _MICROSECONDS_FROM, values // 1000, values)
+    normalized: np.ndarray = np.where(values >= _MICROSECONDS_FROM, values // 1000, values)
+    return normalized
 
 
 def frame_from_columns(columns: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -96,9 +97,7 @@ def parse_rows(rows: Any, interval: str) -> pd.DataFrame:
     try:
         raw = {
             column: np.array(fields[position], dtype=np.float64 if dtype == "float64" else object)
-            for position, (column, dtype) in enumerate(
-                zip(_RAW_ORDER, _RAW_DTYPES, strict=True)
-            )
+            for position, (column, dtype) in enumerate(zip(_RAW_ORDER, _RAW_DTYPES, strict=True))
         }
     except (TypeError, ValueError) as exc:
         raise InvalidCandle(f"a kline field is not a number: {exc}") from None
@@ -141,10 +140,16 @@ def validate(frame: pd.DataFrame, interval: str) -> pd.DataFrame:
     volumes = frame[[c for c in FLOAT_COLUMNS if c not in PRICE_COLUMNS]].to_numpy(np.float64)
     o, h, lo, c = prices.T
     checks: list[tuple[str, np.ndarray]] = [
-        ("prices are not finite and positive", ~(np.isfinite(prices).all(axis=1) & (prices > 0).all(axis=1))),
+        (
+            "prices are not finite and positive",
+            ~(np.isfinite(prices).all(axis=1) & (prices > 0).all(axis=1)),
+        ),
         ("high is below open, close or low", (h < np.maximum(o, c)) | (h < lo)),
         ("low is above open or close", lo > np.minimum(o, c)),
-        ("a volume is negative or not finite", ~(np.isfinite(volumes) & (volumes >= 0)).all(axis=1)),
+        (
+            "a volume is negative or not finite",
+            ~(np.isfinite(volumes) & (volumes >= 0)).all(axis=1),
+        ),
         ("trades is negative", frame["trades"].to_numpy() < 0),
         ("open_time is not aligned to the interval", ~_aligned(interval, open_ms)),
         ("close_time is not after open_time", close_ms <= open_ms),
@@ -164,9 +169,9 @@ def validate(frame: pd.DataFrame, interval: str) -> pd.DataFrame:
 def _aligned(interval: str, open_ms: np.ndarray) -> np.ndarray:
     if interval == "1M":
         return np.array([intervals.is_aligned(interval, int(ms)) for ms in open_ms], dtype=bool)
-    return np.array([intervals.align(interval, int(open_ms[0])) == open_ms[0]]) & (
-        (open_ms - open_ms[0]) % intervals.FIXED_INTERVAL_MS[interval] == 0
-    )
+    first_aligned = intervals.align(interval, int(open_ms[0])) == int(open_ms[0])
+    same_phase: np.ndarray = (open_ms - open_ms[0]) % intervals.FIXED_INTERVAL_MS[interval] == 0
+    return same_phase & first_aligned
 
 
 def _full_close(interval: str, open_ms: np.ndarray) -> np.ndarray:
@@ -177,7 +182,8 @@ def _full_close(interval: str, open_ms: np.ndarray) -> np.ndarray:
 
 def open_time_ms(frame: pd.DataFrame) -> np.ndarray:
     """The open times of ``frame`` as epoch milliseconds."""
-    return frame["open_time"].to_numpy(dtype="datetime64[ms]").astype(np.int64)
+    times: np.ndarray = frame["open_time"].to_numpy(dtype="datetime64[ms]").astype(np.int64)
+    return times
 
 
 def rows_equal(left: pd.DataFrame, right: pd.DataFrame) -> bool:

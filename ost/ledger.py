@@ -263,6 +263,17 @@ class Ledger:
             for outcome in outcomes:
                 self._apply_outcome(db, outcome, epoch)
 
+    def record_written(self, symbol: str, interval: str, written: int) -> None:
+        """Count candles stored outside an ingestion pass (a backfill, a gap repair).
+
+        Only ``candles_written_total`` moves: a backfill says nothing of the live ingestion's
+        health, so the stream's state (last success, failing since) is left alone.
+        """
+        if written <= 0:
+            return
+        with self._transaction() as db:
+            self._add(db, CANDLES_WRITTEN, {"symbol": symbol, "interval": interval}, written)
+
     def record_run_failure(
         self,
         streams: Iterable[Stream],

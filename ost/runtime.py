@@ -1,19 +1,25 @@
 """The objects one process works with, built once from the settings: client, store, ledger.
 
-Commands and flow runs both go through :class:`Runtime`, so an ingestion records its outcome in
-the same way whoever started it.
+Commands and flow runs both go through :class:`Runtime`, so an ingestion, a backfill or a gap
+check does the same work, and leaves the same record, whoever started it.
 """
 
 from __future__ import annotations
 
 import functools
-import threading
-from dataclasses import dataclass, field
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+from ost.backfill import BackfillResult, Progress, StreamProgress, backfill_stream, repair
 from ost.binance import BinanceClient
+from ost.gaps import GapReport, gap_report
 from ost.ingest import StreamOutcome, ingest_or_report
+from ost.ledger import Ledger
 from ost.settings import Settings, load_settings
 from ost.store import CandleStore
+
+Stream = tuple[str, str]
 
 
 @dataclass
@@ -23,16 +29,21 @@ class Runtime:
     settings: Settings
     client: BinanceClient
     store: CandleStore
-    _record_lock: threading.Lock = field(default_factory=threading.Lock)
+    ledger: Ledger
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
-        """Build the client and the store that ``settings`` describe."""
-        return cls(settings, BinanceClient.from_settings(settings), CandleStore(settings.data_dir))
+        """Build the client, the store and the ledger that ``settings`` describe."""
+        return cls(
+            settings,
+            BinanceClient.from_settings(settings),
+            CandleStore(settings.data_dir),
+            Ledger.for_settings(settings),
+        )
 
     def streams(
-        self, symbols: list[str] | None = None, intervals: list[str] | None = None
-    ) -> list[tuple[str, str]]:
+        self, symbols: Sequence[str] | None = None, intervals: Sequence[str] | None = None
+    ) -> list[Stream]:
         """Every (symbol, interval) pair, by default the configured ones."""
         return [
             (symbol, interval)
@@ -41,7 +52,7 @@ class Runtime:
         ]
 
     def ingest(self, symbol: str, interval: str) -> StreamOutcome:
-        """Ingest one stream and record its outcome; failures come back in the outcome."""
+        """Ingest one stream and record its outcome; a failure comes back in the outcome."""
         outcome = ingest_or_report(
             self.client,
             self.store,
@@ -49,13 +60,69 @@ class Runtime:
             interval,
             lookback_days=self.settings.initial_lookback_days,
         )
-        self.record(outcome)
+        self.ledger.record_outcome(outcome)
+        self.ledger.record_requests(self.client.log)
         return outcome
 
-    def record(self, outcome: StreamOutcome) -> None:
-        """Leave the outcome in the ingestion ledger (metrics and the watchdog read it)."""
-        with self._record_lock:
-            pass
+    def backfill(
+        self,
+        symbol: str,
+        interval: str,
+        start_ms: int,
+        end_ms: int,
+        *,
+        source: str,
+        progress: Progress | None = None,
+    ) -> BackfillResult:
+        """Backfill one stream and record what it wrote; raise on failure."""
+        try:
+            result = backfill_stream(
+                self.client,
+                self.store,
+                symbol,
+                interval,
+                start_ms,
+                end_ms,
+                source=source,
+                archive_base_url=self.settings.archive_base_url,
+                progress=progress,
+                workers=self.settings.max_concurrency,
+            )
+        finally:
+            self.ledger.record_requests(self.client.log)
+        self.record_backfill(result)
+        return result
+
+    def record_backfill(self, result: BackfillResult) -> None:
+        """Count the candles a backfill wrote, and the requests it made."""
+        self.ledger.record_written(result.symbol, result.interval, result.written)
+        self.ledger.record_requests(self.client.log)
+
+    def check_gaps(
+        self,
+        streams: Sequence[Stream],
+        start_ms: int,
+        end_ms: int,
+        *,
+        repair_gaps: bool = False,
+        progress: StreamProgress | None = None,
+    ) -> tuple[GapReport, int]:
+        """The gap report of ``streams`` over the range, after a repair if asked; and the status."""
+        if not repair_gaps:
+            report = gap_report(self.store, streams, start_ms, end_ms, int(time.time() * 1000))
+            return report, report.exit_status()
+        outcome = repair(
+            self.client,
+            self.store,
+            streams,
+            start_ms,
+            end_ms,
+            archive_base_url=self.settings.archive_base_url,
+            progress=progress,
+        )
+        for result in outcome.backfills:
+            self.record_backfill(result)
+        return outcome.report, outcome.exit_status()
 
     def close(self) -> None:
         """Close the client's connections."""

@@ -81,11 +81,10 @@ def _stop(name: str, child: subprocess.Popen[bytes], say: Say) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, sig)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(timeout=STOP_TIMEOUT_S)
+        if child.poll() is not None:
             return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def free_port() -> int:
@@ -144,10 +143,14 @@ def running_stack(simulate: bool, sim_port: int, say: Say) -> Iterator[Stack]:
             wait_for(f"http://127.0.0.1:{sim_port}/api/v3/ping", "the simulator")
         if own_server:
             host, port = env["PREFECT_SERVER_API_HOST"], env["PREFECT_SERVER_API_PORT"]
-            stack.start("prefect server", _prefect("server", "start", "--host", host, "--port", port))
+            stack.start(
+                "prefect server", _prefect("server", "start", "--host", host, "--port", port)
+            )
         wait_for(env["PREFECT_API_URL"] + "/health", "the Prefect server")
         deploy(stack)
-        stack.start("worker", _prefect("worker", "start", "--pool", "ost-pool", "--type", "process"))
+        stack.start(
+            "worker", _prefect("worker", "start", "--pool", "ost-pool", "--type", "process")
+        )
         stack.start("metrics", _ost("metrics"))
         yield stack
     finally:

@@ -13,12 +13,12 @@ from pathlib import Path
 import duckdb
 import pyarrow.dataset as ds
 import pytest
+from test_ingest import NOW
 
 from ost import intervals, klines
 from ost.sim import SimHandle
 from ost.sim import klines as sim_klines
 from ost.store import CandleStore
-from test_ingest import NOW
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,11 @@ def ost(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run `ost ARGS` to completion."""
     return subprocess.run(
         [sys.executable, "-m", "ost.cli", *args],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -114,7 +118,9 @@ def test_sigkill_at_random_instants_loses_nothing(sim: SimHandle, tmp_path: Path
     for _ in range(10):
         child = subprocess.Popen(
             [sys.executable, "-m", "ost.cli", "ingest"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         time.sleep(rng.uniform(0.8, 2.5))
         if child.poll() is None:

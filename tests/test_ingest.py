@@ -53,10 +53,8 @@ def closed_port() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def test_stored_candles_equal_the_simulators_closed_candles(
-    sim: SimHandle, tmp_path: Path
-) -> None:
-    """2 symbols × 1m, 15m, 1h, 1d: the store holds exactly Binance's closed candles."""
+def test_stored_candles_equal_the_simulators_closed_candles(sim: SimHandle, tmp_path: Path) -> None:
+    """2 symbols x 1m, 15m, 1h, 1d: the store holds exactly Binance's closed candles."""
     sim.configure(now_ms=NOW)
     store = CandleStore(str(tmp_path))
     streams = [(s, i) for s in ("BTCUSDT", "ETHUSDT") for i in ("1m", "15m", "1h", "1d")]

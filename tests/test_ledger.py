@@ -127,6 +127,16 @@ def test_outcomes_move_the_counters(ledger: Ledger) -> None:
     assert len(ledger.counters(FAILURES)) == 2
 
 
+def test_backfilled_candles_count_without_touching_health(ledger: Ledger) -> None:
+    """record_written adds to candles_written_total and leaves the stream's state alone."""
+    ledger.record_outcome(failed(), T0)
+    ledger.record_written("BTCUSDT", "15m", 500)
+    ledger.record_written("BTCUSDT", "15m", 0)
+    assert ledger.counter(CANDLES_WRITTEN, symbol="BTCUSDT", interval="15m") == 500
+    state = ledger.stream_states()[("BTCUSDT", "15m")]
+    assert (state.failing_since, state.last_success_at) == (T0, None)
+
+
 def test_reasons_stay_bounded(ledger: Ledger) -> None:
     """A free-text reason becomes a short lowercase label; a missing one becomes 'error'."""
     assert bounded_label("Weird Reason: HTTP 503!" * 5) == "weird_reason_http_503_weird_reason_http"

@@ -33,9 +33,7 @@ def test_entrypoint_is_a_flow(deployment: dict[str, Any]) -> None:
 
 def test_deployment_names_match_the_contract() -> None:
     """flow-name/deployment-name pairs are the four that CONTRACT.md names."""
-    names = {
-        f"{load_entrypoint(d['entrypoint']).name}/{d['name']}" for d in deployments()
-    }
+    names = {f"{load_entrypoint(d['entrypoint']).name}/{d['name']}" for d in deployments()}
     assert names == {
         "ingest-all/scheduled",
         "watchdog/scheduled",

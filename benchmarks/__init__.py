@@ -1,0 +1,1 @@
+"""Speed and memory targets, measured against a baseline in the same process."""

@@ -1,0 +1,39 @@
+"""The ``check-gaps`` flow: missing candles per stream, exchange-side gaps apart, repair."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.client.schemas.objects import State
+from prefect.states import Completed, Failed
+
+from flows.backfill import _request
+from ost.runtime import current_runtime
+
+EXIT_OK, EXIT_ERROR, EXIT_GAPS = 0, 1, 3
+
+
+@flow(name="check-gaps")
+def check_gaps(
+    interval: str = "1d",
+    days: float | None = 7,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+    symbols: list[str] | None = None,
+    repair: bool = False,
+) -> State[Any]:
+    """Report missing candles as open-time ranges; ``repair`` backfills them and checks again.
+
+    The report is a markdown artifact (key ``gap-report``). The run fails when a stream cannot be
+    checked, or when ``repair`` left gaps other than exchange-side ones.
+    """
+    streams, start_ms, end_ms = _request(interval, days, start, end, symbols)
+    report, status = current_runtime().check_gaps(streams, start_ms, end_ms, repair_gaps=repair)
+    create_markdown_artifact(report.to_markdown(), key="gap-report", description="ost gaps")
+    summary = f"{report.as_dict()['missing_candles']} candles missing in {len(streams)} streams"
+    if status == EXIT_ERROR or (repair and status == EXIT_GAPS):
+        return Failed(message=summary)
+    return Completed(message=summary)

@@ -1,0 +1,34 @@
+"""Progress of a backfill in the terminal: one rich progress bar per stream."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ost.backfill import StreamProgress
+
+
+@contextlib.contextmanager
+def terminal_progress(
+    streams: list[tuple[str, str]], *, quiet: bool = False
+) -> Iterator[StreamProgress | None]:
+    """A ``progress(symbol, interval, done, total)`` callback that drives rich bars."""
+    if quiet:
+        yield None
+        return
+    bars = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
+    tasks = {stream: bars.add_task(f"{stream[0]} {stream[1]}", total=None) for stream in streams}
+
+    def progress(symbol: str, interval: str, done: int, total: int) -> None:
+        bars.update(tasks[(symbol, interval)], completed=done, total=max(total, 1))
+
+    with bars:
+        yield progress

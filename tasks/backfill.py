@@ -1,0 +1,43 @@
+"""The per-stream backfill task: a thin wrapper of :func:`ost.backfill.backfill_stream`."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from prefect import task
+
+from ost.runtime import current_runtime
+from tasks.progress import SharedProgress
+
+
+@task(name="backfill-stream", task_run_name="{symbol} {interval}", retries=0)
+def backfill_stream_task(
+    symbol: str,
+    interval: str,
+    *,
+    start_ms: int,
+    end_ms: int,
+    source: str,
+    progress_artifact: UUID | None = None,
+) -> dict[str, Any]:
+    """Backfill one stream; the task fails when the stream fails (no Prefect retries)."""
+    progress = SharedProgress.get(progress_artifact)
+    result = current_runtime().backfill(
+        symbol,
+        interval,
+        start_ms,
+        end_ms,
+        source=source,
+        progress=progress.reporter(symbol, interval) if progress else None,
+    )
+    return {
+        "symbol": result.symbol,
+        "interval": result.interval,
+        "missing": result.missing,
+        "written": result.written,
+        "from_archive": result.from_archive,
+        "from_api": result.from_api,
+        "exchange_gaps": result.exchange_gaps,
+        "seconds": round(result.seconds, 2),
+    }
