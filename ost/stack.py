@@ -41,7 +41,6 @@ class Stack:
 
     def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         """Start a child in its own session with SIGINT at its default."""
-        self.say(f"starting {name}: {' '.join(argv)}")
         child = subprocess.Popen(  # noqa: S603  # argv is built here, never from a shell string
             argv,
             cwd=PROJECT_DIR,
@@ -50,6 +49,7 @@ class Stack:
             preexec_fn=_default_sigint,  # noqa: PLW1509  # only resets one signal before exec
         )
         self.children.append((name, child))
+        self.say(f"started {name} (pid {child.pid}): {' '.join(argv)}")
         return child
 
     def run(self, name: str, argv: list[str]) -> None:
@@ -64,10 +64,17 @@ class Stack:
                 raise RuntimeError(f"{name} exited with status {child.returncode}")
 
     def stop(self) -> None:
-        """Stop every child, newest first: SIGINT, then SIGTERM, then SIGKILL."""
-        for name, child in reversed(self.children):
-            _stop(name, child, self.say)
-        self.children.clear()
+        """Stop every child, newest first: SIGINT, then SIGTERM, then SIGKILL.
+
+        A second Ctrl-C (``uv run`` forwards one too) must not cut the shutdown short.
+        """
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            for name, child in reversed(self.children):
+                _stop(name, child, self.say)
+            self.children.clear()
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _default_sigint() -> None:
