@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
-from prefect.client.schemas.objects import State
+from prefect.client.schemas.objects import FlowRun, State
+from prefect.flows import Flow
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -16,28 +17,50 @@ from tasks.ingest import ingest_stream_task
 #: How many streams run at once within one flow run (they share one weight budget).
 MAX_PARALLEL_STREAMS = 4
 
-
 #: Prefect types the runner's futures more narrowly than ``flow`` accepts; the pairing is its own.
 TASK_RUNNER: Any = ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_STREAMS)
 
 
-@flow(name="ingest-all", task_runner=TASK_RUNNER)
+def record_run_failure(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -> None:
+    """A run that failed or crashed: every stream it did not get to report counts as failed.
+
+    Streams that reported their own outcome (success or failure) are left as they reported, so a
+    run that is Failed because one stream failed counts that stream once.
+    """
+    runtime = current_runtime()
+    runtime.ledger.record_run_failure(
+        _streams(flow_run.parameters.get("symbols"), flow_run.parameters.get("intervals")),
+        reason="crashed" if state.is_crashed() else "run_failed",
+        error=state.message,
+        started_at=flow_run.start_time,
+    )
+
+
+def _streams(symbols: list[str] | None, intervals: list[str] | None) -> list[tuple[str, str]]:
+    """The streams a run covers: its parameters, or the configured symbols and intervals."""
+    runtime = current_runtime()
+    chosen_symbols = parse_symbols(",".join(symbols) if symbols else None, runtime.settings)
+    chosen_intervals = parse_intervals(",".join(intervals) if intervals else None, runtime.settings)
+    return runtime.streams(chosen_symbols, chosen_intervals)
+
+
+@flow(
+    name="ingest-all",
+    task_runner=TASK_RUNNER,
+    on_failure=[record_run_failure],
+    on_crashed=[record_run_failure],
+)
 def ingest_all(symbols: list[str] | None = None, intervals: list[str] | None = None) -> State[Any]:
     """Ingest every symbol x interval; the run is Failed if any stream failed, after all ran."""
-    runtime = current_runtime()
-    settings = runtime.settings
-    chosen_symbols = parse_symbols(",".join(symbols) if symbols else None, settings)
-    chosen_intervals = parse_intervals(",".join(intervals) if intervals else None, settings)
-    streams = runtime.streams(chosen_symbols, chosen_intervals)
+    streams = _streams(symbols, intervals)
     futures = ingest_stream_task.map(
         symbol=[symbol for symbol, _ in streams], interval=[interval for _, interval in streams]
     )
-    states = [future.wait() or future.state for future in futures]
-    failed = [
-        f"{symbol} {interval}"
-        for (symbol, interval), state in zip(streams, states, strict=True)
-        if not state.is_completed()
-    ]
+    failed = []
+    for (symbol, interval), future in zip(streams, futures, strict=True):
+        future.wait()
+        if not future.state.is_completed():
+            failed.append(f"{symbol} {interval}")
     if failed:
         failures = ", ".join(failed)
         return Failed(message=f"{len(failed)} of {len(streams)} streams failed: {failures}")

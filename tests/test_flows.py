@@ -1,0 +1,131 @@
+"""The flows against a real (temporary) Prefect server and the simulator over HTTP."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import stamina
+
+from ost import intervals, klines
+from ost.ledger import FAILURES
+from ost.runtime import current_runtime
+from ost.sim import SimHandle
+from ost.sim import klines as sim_klines
+from ost.store import CandleStore
+from test_ingest import NOW
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A temporary Prefect server for this module, with its own PREFECT_HOME."""
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def settings_env(sim: SimHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """OST_* settings pointing at the simulator and a fresh data dir; a fresh runtime."""
+    sim.configure(now_ms=NOW)
+    for name, value in {
+        "OST_BINANCE_BASE_URLS": sim.url,
+        "OST_ARCHIVE_BASE_URL": sim.url,
+        "OST_DATA_DIR": str(tmp_path),
+        "OST_SYMBOLS": "BTCUSDT,ETHUSDT",
+        "OST_INTERVALS": "1h,1d",
+        "OST_INITIAL_LOOKBACK_DAYS": "2",
+    }.items():
+        monkeypatch.setenv(name, value)
+    current_runtime.cache_clear()
+    with stamina.set_testing(True, attempts=2, cap=True):
+        yield tmp_path
+    current_runtime().close()
+    current_runtime.cache_clear()
+
+
+def expected(symbol: str, interval: str, stored_first_ms: int, now_ms: int = NOW) -> Any:
+    """The simulator's closed candles from ``stored_first_ms`` to ``now_ms``."""
+    end = intervals.align(interval, now_ms)
+    return klines.parse_rows(sim_klines(symbol, interval, stored_first_ms, end, now_ms), interval)
+
+
+def test_ingest_all_flow_stores_every_stream(prefect_server: None, settings_env: Path) -> None:
+    """ingest-all: one task per stream, Completed, every stream equal to Binance's candles."""
+    from flows.ingest import ingest_all
+
+    state = ingest_all(return_state=True)
+    assert state.is_completed(), state.message
+    store = CandleStore(str(settings_env))
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        for interval in ("1h", "1d"):
+            stored = store.load_klines(symbol, interval)
+            first = int(klines.open_time_ms(stored)[0])
+            assert klines.rows_equal(stored, expected(symbol, interval, first))
+    ledger = current_runtime().ledger
+    assert all(state.last_success_at for state in ledger.stream_states().values())
+
+
+def test_ingest_all_fails_after_all_streams_ran(prefect_server: None, settings_env: Path) -> None:
+    """A failing stream fails the run, the others are stored, and the failure counts once."""
+    from flows.ingest import ingest_all
+
+    state = ingest_all(symbols=["NOSUCHUSDT", "BTCUSDT"], intervals=["1h"], return_state=True)
+    assert state.is_failed()
+    assert "NOSUCHUSDT 1h" in (state.message or "")
+    assert len(CandleStore(str(settings_env)).load_klines("BTCUSDT", "1h")) == 48
+    ledger = current_runtime().ledger
+    failures = ledger.counters(FAILURES)
+    assert sum(failures.values()) == 1
+    assert ledger.stream_states()[("BTCUSDT", "1h")].last_success_at is not None
+
+
+def test_backfill_flow_fills_and_skips_what_is_stored(
+    prefect_server: None, settings_env: Path, sim: SimHandle
+) -> None:
+    """backfill: 2 days of 1h stored; a second run asks Binance for no candle."""
+    from flows.backfill import backfill
+
+    sim.restore()  # backfill --days counts back from the real clock
+
+    assert backfill(
+        interval="1h", days=2, symbols=["BTCUSDT"], source="api", return_state=True
+    ).is_completed()
+    stored = CandleStore(str(settings_env)).load_klines("BTCUSDT", "1h")
+    first = int(klines.open_time_ms(stored)[0])
+    assert klines.rows_equal(stored, expected("BTCUSDT", "1h", first, sim.now_ms()))
+    sim.reset()
+    assert backfill(
+        interval="1h", days=2, symbols=["BTCUSDT"], source="api", return_state=True
+    ).is_completed()
+    assert "/api/v3/klines" not in sim.stats()["requests"]
+
+
+def test_check_gaps_flow_reports_and_repairs(prefect_server: None, settings_env: Path) -> None:
+    """check-gaps: an empty store has gaps; with repair=True they are filled and the run completes."""
+    from flows.gaps import check_gaps
+
+    report_only = check_gaps(interval="1d", days=5, symbols=["BTCUSDT"], return_state=True)
+    assert report_only.is_completed()
+    assert "missing" in (report_only.message or "")
+    repaired = check_gaps(
+        interval="1d", days=5, symbols=["BTCUSDT"], repair=True, return_state=True
+    )
+    assert repaired.is_completed(), repaired.message
+    assert repaired.message.startswith("0 candles missing")
+
+
+def test_tasks_run_without_a_server(settings_env: Path) -> None:
+    """The task's .fn() is the plain core: it stores a stream with no Prefect server."""
+    from tasks.ingest import ingest_stream_task
+
+    result = ingest_stream_task.fn("ETHUSDT", "1d")
+    assert result["written"] == 2
+    assert result["symbol"] == "ETHUSDT"
