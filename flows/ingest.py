@@ -21,7 +21,11 @@ MAX_PARALLEL_STREAMS = 4
 TASK_RUNNER: Any = ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_STREAMS)
 
 
-def record_run_failure(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -> None:
+def record_run_failure(
+    flow: Flow[Any, Any],  # noqa: ARG001  # Prefect's hook signature
+    flow_run: FlowRun,
+    state: State[Any],
+) -> None:
     """A run that failed or crashed: every stream it did not get to report counts as failed.
 
     Streams that reported their own outcome (success or failure) are left as they reported, so a

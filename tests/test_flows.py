@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import stamina
+from test_ingest import NOW
 
 from ost import intervals, klines
 from ost.ledger import FAILURES
@@ -16,7 +17,6 @@ from ost.runtime import current_runtime
 from ost.sim import SimHandle
 from ost.sim import klines as sim_klines
 from ost.store import CandleStore
-from test_ingest import NOW
 
 pytestmark = pytest.mark.slow
 
@@ -109,7 +109,7 @@ def test_backfill_flow_fills_and_skips_what_is_stored(
 
 
 def test_check_gaps_flow_reports_and_repairs(prefect_server: None, settings_env: Path) -> None:
-    """check-gaps: an empty store has gaps; with repair=True they are filled and the run completes."""
+    """check-gaps: an empty store has gaps; repair=True fills them and the run completes."""
     from flows.gaps import check_gaps
 
     report_only = check_gaps(interval="1d", days=5, symbols=["BTCUSDT"], return_state=True)
