@@ -131,7 +131,89 @@ def bench_read_week(scratch: Path) -> Row:
     )
 
 
-CASES: dict[str, Callable[[SimHandle, Path], Row]] = {
+BENCH_SYMBOLS = (
+    "BTCUSDT ETHUSDT BNBUSDT XRPUSDT ADAUSDT SOLUSDT DOGEUSDT DOTUSDT LTCUSDT LINKUSDT "
+    "TRXUSDT AVAXUSDT ATOMUSDT XLMUSDT ETCUSDT EOSUSDT UNIUSDT FILUSDT NEARUSDT AAVEUSDT"
+).split()
+BENCH_INTERVALS = ("15m", "1h", "4h", "1d")
+
+
+def bench_ingest_all_cycle(sim: SimHandle, scratch: Path) -> list[Row]:
+    """One ingest-all cycle, 20 symbols x 4 intervals: the Prefect flow vs the core directly.
+
+    Both run 4 streams at once; both stores are first filled by an untimed cycle, then the
+    simulator's clock moves 15 minutes before each timed cycle, so both fetch the same candles.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.ingest import MAX_PARALLEL_STREAMS, ingest_all
+    from ost.runtime import Runtime, current_runtime
+    from ost.settings import load_settings
+
+    streams = len(BENCH_SYMBOLS) * len(BENCH_INTERVALS)
+    os.environ.update(
+        OST_BINANCE_BASE_URLS=sim.url,
+        OST_SYMBOLS=",".join(BENCH_SYMBOLS),
+        OST_INTERVALS=",".join(BENCH_INTERVALS),
+        OST_INITIAL_LOOKBACK_DAYS="2",
+        PREFECT_HOME=str(scratch / "prefect"),
+        PREFECT_LOGGING_LEVEL="WARNING",
+    )
+
+    def core_cycle() -> None:
+        runtime = Runtime.from_settings(load_settings(data_dir=str(scratch / "core")))
+        with ThreadPoolExecutor(MAX_PARALLEL_STREAMS) as pool:
+            outcomes = list(pool.map(lambda s: runtime.ingest(*s), runtime.streams()))
+        assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok][:3]
+        runtime.close()
+
+    def flow_cycle() -> None:
+        os.environ["OST_DATA_DIR"] = str(scratch / "flow")
+        current_runtime.cache_clear()
+        assert ingest_all(return_state=True).is_completed()
+        current_runtime().close()
+
+    clock = NOW
+    sim.configure(now_ms=clock)
+    core_cycle()
+    with prefect_test_harness(server_startup_timeout=120):
+        flow_cycle()
+        core_ms, flow_ms = [], []
+        for _ in range(3):
+            clock += 15 * intervals.MINUTE_MS
+            sim.configure(now_ms=clock)
+            core_ms.append(median_of(1, core_cycle))
+            flow_ms.append(median_of(1, flow_cycle))
+    core, flow = statistics.median(core_ms), statistics.median(flow_ms)
+    per_stream = (flow - core) / streams
+    return [
+        Row(
+            f"ingest-all cycle, {streams} streams",
+            "core, 4 threads",
+            core,
+            "Prefect flow, 4 task threads",
+            flow,
+            "ms",
+            "≤ 15 s",
+            flow <= 15_000,
+        ),
+        Row(
+            "Prefect overhead per stream",
+            "core per stream",
+            core / streams,
+            "flow per stream",
+            flow / streams,
+            "ms",
+            "overhead ≤ 50 ms",
+            per_stream <= 50,
+        ),
+    ]
+
+
+CASES: dict[str, Callable[[SimHandle, Path], Row | list[Row]]] = {
+    "ingest-all-cycle": bench_ingest_all_cycle,
     "update-vs-history": bench_update_vs_history,
     "read-week-of-5-years": lambda _sim, scratch: bench_read_week(scratch),
 }
@@ -160,7 +242,8 @@ def main(argv: list[str]) -> int:
     with running_sim() as sim, tempfile.TemporaryDirectory(prefix="ost-bench-") as scratch:
         for name in chosen:
             print(f"running {name} ...", file=sys.stderr)
-            rows.append(CASES[name](sim, Path(scratch) / name))
+            result = CASES[name](sim, Path(scratch) / name)
+            rows.extend(result if isinstance(result, list) else [result])
     print(
         f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}; {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC\n"
