@@ -131,7 +131,28 @@ def bench_read_week(scratch: Path) -> Row:
     )
 
 
-BENCH_SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "XRPUSDT", "ADAUSDT", "SOLUSDT", "DOGEUSDT", "DOTUSDT", "LTCUSDT", "LINKUSDT", "TRXUSDT", "AVAXUSDT", "ATOMUSDT", "XLMUSDT", "ETCUSDT", "EOSUSDT", "UNIUSDT", "FILUSDT", "NEARUSDT", "AAVEUSDT"]
+BENCH_SYMBOLS = [
+    "BTCUSDT",
+    "ETHUSDT",
+    "BNBUSDT",
+    "XRPUSDT",
+    "ADAUSDT",
+    "SOLUSDT",
+    "DOGEUSDT",
+    "DOTUSDT",
+    "LTCUSDT",
+    "LINKUSDT",
+    "TRXUSDT",
+    "AVAXUSDT",
+    "ATOMUSDT",
+    "XLMUSDT",
+    "ETCUSDT",
+    "EOSUSDT",
+    "UNIUSDT",
+    "FILUSDT",
+    "NEARUSDT",
+    "AAVEUSDT",
+]
 BENCH_INTERVALS = ("15m", "1h", "4h", "1d")
 
 
