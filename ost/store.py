@@ -62,8 +62,9 @@ __all__ = [
     "partition_path",
 ]
 
-#: A time bound of :meth:`CandleStore.load_klines`: epoch ms, or a datetime (naive means UTC).
-TimeBound = int | dt.datetime | None
+#: A time bound of :meth:`CandleStore.load_klines`: epoch ms, a datetime or an ISO-8601 string
+#: (naive means UTC).
+TimeBound = int | str | dt.datetime | None
 
 PARTITION_FILE: Final = "part.parquet"
 TEMP_PREFIX: Final = ".part-"
@@ -476,7 +477,7 @@ def _split_by_partition(
 
 
 def _bound_ms(bound: TimeBound, *, default: int) -> int:
-    """A time bound as epoch ms: an int as is, a datetime (naive means UTC) floored to the ms."""
+    """A time bound as epoch ms: an int as is, a datetime or ISO string (naive: UTC) floored."""
     if bound is None:
         return default
     if isinstance(bound, bool):
