@@ -27,8 +27,20 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 def kline_row(open_ms: int, price: float = 100.0) -> list[object]:
     """A valid 1m kline row as Binance sends it."""
-    return [open_ms, f"{price:.8f}", f"{price + 1:.8f}", f"{price - 1:.8f}", f"{price:.8f}",
-            "1.0", open_ms + MINUTE - 1, "100.0", 3, "0.5", "50.0", "0"]
+    return [
+        open_ms,
+        f"{price:.8f}",
+        f"{price + 1:.8f}",
+        f"{price - 1:.8f}",
+        f"{price:.8f}",
+        "1.0",
+        open_ms + MINUTE - 1,
+        "100.0",
+        3,
+        "0.5",
+        "50.0",
+        "0",
+    ]
 
 
 def routed(klines_handler: Handler, now_ms: int = T0 + 10 * MINUTE) -> Handler:

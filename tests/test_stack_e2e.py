@@ -157,6 +157,25 @@ def test_schedule_pause_stops_scheduled_runs_and_survives_a_redeploy(stack: Stac
     assert stack.deployment("ingest-all/scheduled")["paused"] is False
 
 
+def test_disable_scheduler_brings_deployments_up_paused(stack: Stack) -> None:
+    """With OST_DISABLE_SCHEDULER=true, the deploy step leaves ingest-all paused."""
+    env = {**stack.env, "OST_DISABLE_SCHEDULER": "true"}
+    step = subprocess.run(
+        [sys.executable, "-m", "flows.control", "after-deploy"],
+        env=env,
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert step.returncode == 0, step.stderr
+    assert "paused (OST_DISABLE_SCHEDULER=true)" in step.stdout
+    assert stack.deployment("ingest-all/scheduled")["paused"] is True
+    assert stack.deployment("watchdog/scheduled")["paused"] is False
+    assert stack.run(sys.executable, "-m", "ost.cli", "schedule", "resume").returncode == 0
+
+
 def test_metrics_server_is_up(stack: Stack) -> None:
     """The stack's `ost metrics` answers /healthz and serves ost_ metrics."""
     port = stack.env["OST_METRICS_PORT"]
