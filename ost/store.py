@@ -210,15 +210,14 @@ class ParquetBackend:
             self.fs.put_file(temp, path)
 
 
+# fastparquet reads tz-aware columns with Series.values, which pandas 3.1 deprecates; the values
+# it gets are right (checked by the round-trip tests), so the warning is noise. The filter is set
+# once for the process: ``warnings.catch_warnings`` around each write is not thread-safe, and
+# writes run in task threads.
+warnings.filterwarnings("ignore", "Series.values returning an ndarray", DeprecationWarning)
+
+
 def _write_parquet(path: str, frame: pd.DataFrame) -> None:
-    with warnings.catch_warnings():
-        # fastparquet reads tz-aware columns with Series.values, which pandas 3.1 deprecates; the
-        # values it gets are right (checked by the round-trip tests), so the warning is noise.
-        warnings.filterwarnings("ignore", "Series.values returning an ndarray", DeprecationWarning)
-        _write_parquet_file(path, frame)
-
-
-def _write_parquet_file(path: str, frame: pd.DataFrame) -> None:
     fastparquet.write(
         path,
         frame,

@@ -15,6 +15,7 @@ from ost import intervals, klines
 from ost.binance import BinanceClient
 from ost.ingest import ingest_all, ingest_or_report
 from ost.sim import SimHandle
+from ost.sim.realdata import realdata_dir
 from ost.sim import klines as sim_klines
 from ost.store import CandleStore
 
@@ -77,10 +78,7 @@ def test_real_halt_day_is_stored_as_binance_sent_it(sim: SimHandle, tmp_path: Pa
     assert outcome.ok, outcome.error
     day = store.load_klines("BTCUSDT", "1m", dt.datetime(2023, 3, 24), dt.datetime(2023, 3, 25))
     assert len(day) == 1360
-    real = pd.read_csv(
-        Path(__file__).resolve().parents[2] / "shared/realdata/BTCUSDT-1m-2023-03-24.csv",
-        header=None,
-    )
+    real = pd.read_csv(realdata_dir() / "BTCUSDT-1m-2023-03-24.csv", header=None)
     assert day["open_time"].astype("int64").tolist() == real[0].tolist()
     assert day["close_time"].astype("int64").tolist() == real[6].tolist()
     assert EARLY_CLOSE_MS in set(day["close_time"].astype("int64"))

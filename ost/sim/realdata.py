@@ -6,7 +6,7 @@ synthetic: the real 1m candles inside it and nothing else. Minutes of a span wit
 candle are exchange-side gaps: Binance's 2018-02-08 outage (after 00:28 until 2018-02-09 10:00)
 and the 2023-03-24 trading halt (12:40 to 13:59).
 
-The directory is ``$OST_SIM_REALDATA_DIR``, by default ``/work/shared/realdata``.
+The directory is ``$OST_SIM_REALDATA_DIR``, by default ``../shared/realdata`` beside the checkout.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import numpy as np
 from ost.sim.candles import Candles
 from ost.sim.symbols import utc_ms
 
-DEFAULT_DIR: Final = Path("/work/shared/realdata")
+#: ``shared/realdata`` beside the checkout (where the workplace and CI put it).
+DEFAULT_DIR: Final = Path(__file__).resolve().parents[3] / "shared" / "realdata"
 ENV_DIR: Final = "OST_SIM_REALDATA_DIR"
 _MICROSECONDS_FROM: Final = 100_000_000_000_000
 
