@@ -71,18 +71,11 @@ def ingest(
     with _bad_input_exits_2():
         chosen_symbols = parse_symbols(symbols, settings)
         chosen_intervals = parse_intervals(intervals, settings)
-    from ost.binance import BinanceClient
-    from ost.ingest import ingest_all
-    from ost.store import CandleStore
+    from ost.runtime import Runtime
 
-    streams = [(s, i) for s in chosen_symbols for i in chosen_intervals]
-    with BinanceClient.from_settings(settings) as client:
-        outcomes = ingest_all(
-            client,
-            CandleStore(settings.data_dir),
-            streams,
-            lookback_days=settings.initial_lookback_days,
-        )
+    runtime = Runtime.from_settings(settings)
+    outcomes = runtime.ingest_many(runtime.streams(chosen_symbols, chosen_intervals))
+    runtime.close()
     _print_outcomes(outcomes)
     if not all(outcome.ok for outcome in outcomes):
         raise typer.Exit(EXIT_FAILED)
@@ -300,7 +293,13 @@ def up(
                 f"\n[bold green]ost-ingest is up.[/] Prefect UI: {ui}   metrics: {metrics}\n"
                 f"Try, in another terminal:\n"
                 f"  export PREFECT_API_URL={stack.env['PREFECT_API_URL']}\n"
-                "  prefect deployment run ingest-all/scheduled\n"
+                + (
+                    f"  export OST_BINANCE_BASE_URLS={stack.env['OST_BINANCE_BASE_URLS']}"
+                    f" OST_ARCHIVE_BASE_URL={stack.env['OST_ARCHIVE_BASE_URL']}\n"
+                    if simulate
+                    else ""
+                )
+                + "  prefect deployment run ingest-all/scheduled\n"
                 "  prefect deployment run backfill/manual --param interval=1h --param days=2\n"
                 "  uv run ost schedule pause   # and: uv run ost schedule resume\n"
                 "  uv run ost status\n"

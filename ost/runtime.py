@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ost.backfill import BackfillResult, Progress, StreamProgress, backfill_stream, repair
 from ost.binance import BinanceClient
 from ost.gaps import GapReport, gap_report
-from ost.ingest import StreamOutcome, ingest_or_report
+from ost.ingest import StreamOutcome, ingest_all, ingest_or_report
 from ost.ledger import Ledger
 from ost.settings import Settings, load_settings
 from ost.store import CandleStore
@@ -60,9 +60,23 @@ class Runtime:
             interval,
             lookback_days=self.settings.initial_lookback_days,
         )
+        self.record(outcome)
+        return outcome
+
+    def ingest_many(self, streams: Sequence[Stream]) -> list[StreamOutcome]:
+        """Ingest streams in turn, recording each outcome; a failed one stops no other."""
+        return ingest_all(
+            self.client,
+            self.store,
+            streams,
+            lookback_days=self.settings.initial_lookback_days,
+            on_outcome=self.record,
+        )
+
+    def record(self, outcome: StreamOutcome) -> None:
+        """Leave an ingestion's outcome, and the requests it made, in the ledger."""
         self.ledger.record_outcome(outcome)
         self.ledger.record_requests(self.client.log)
-        return outcome
 
     def backfill(
         self,

@@ -15,8 +15,8 @@ from ost import intervals, klines
 from ost.binance import BinanceClient
 from ost.ingest import ingest_all, ingest_or_report
 from ost.sim import SimHandle
-from ost.sim.realdata import realdata_dir
 from ost.sim import klines as sim_klines
+from ost.sim.realdata import realdata_dir
 from ost.store import CandleStore
 
 NOW = int(dt.datetime(2026, 11, 20, 10, 7, 30, tzinfo=dt.UTC).timestamp() * 1000)

@@ -65,6 +65,6 @@ mv -f "$dest_dir/promtool.tmp.$$" "$dest_dir/promtool"   # atomic: never a half-
 say "installed $dest_dir/promtool from $(basename "$deb")"
 case ":$PATH:" in
   *":$dest_dir:"*) ;;
-  *) say "note: $dest_dir is not on PATH; the tests also look there." ;;
+  *) say "note: $dest_dir is not on PATH; tests find /usr/local/bin and ~/.local/bin, else set PROMTOOL=$dest_dir/promtool" ;;
 esac
 "$dest_dir/promtool" --version 2>&1 | head -n 1
