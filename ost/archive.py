@@ -32,9 +32,9 @@ from typing import Final, Literal
 import httpx
 import numpy as np
 import pandas as pd
-import stamina
 
 from ost import intervals, klines
+from ost.binance import attempts
 from ost.errors import ArchiveError, InvalidCandle
 
 Span = Literal["daily", "monthly"]
@@ -127,14 +127,7 @@ class Archive:
     def _download(self, url: str) -> bytes | None:
         """The body at ``url``; None for a 404. Transport errors and 5xx are retried."""
         try:
-            for attempt in stamina.retry_context(
-                on=_is_transient,
-                attempts=self.max_attempts,
-                timeout=None,
-                wait_initial=0.5,
-                wait_max=10.0,
-                wait_jitter=1.0,
-            ):
+            for attempt in attempts(_is_transient, self.max_attempts):
                 with attempt:
                     return self._get_once(url)
         except httpx.HTTPError as exc:

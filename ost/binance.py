@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -54,6 +54,24 @@ def retry_hook(exc: Exception) -> bool | float:
     if isinstance(exc, InvalidCandle | BinanceRejected):
         return False
     return isinstance(exc, BinanceUnavailable | BadPayload)
+
+
+def attempts(
+    on: Callable[[Exception], bool | float], max_attempts: int
+) -> Iterable[stamina.Attempt]:
+    """The project's one retry policy: exponential backoff with jitter, bounded by attempts.
+
+    Backoff starts at 0.5 s and is capped at 10 s, plus up to 1 s of jitter; ``on`` decides what
+    is retried (and may return the seconds to wait, as for ``Retry-After``).
+    """
+    return stamina.retry_context(
+        on=on,
+        attempts=max_attempts,
+        timeout=None,
+        wait_initial=0.5,
+        wait_max=10.0,
+        wait_jitter=1.0,
+    )
 
 
 @dataclass
@@ -227,14 +245,7 @@ class BinanceClient:
     # ---- requests -----------------------------------------------------------------------------
 
     def _attempts(self) -> Iterable[stamina.Attempt]:
-        return stamina.retry_context(
-            on=retry_hook,
-            attempts=self.max_attempts,
-            timeout=None,
-            wait_initial=0.5,
-            wait_max=10.0,
-            wait_jitter=1.0,
-        )
+        return attempts(retry_hook, self.max_attempts)
 
     def _get_json(self, path: str, params: dict[str, Any]) -> Any:
         for attempt in self._attempts():

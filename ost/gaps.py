@@ -32,7 +32,6 @@ import datetime as dt
 import json
 import os
 import posixpath
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -44,7 +43,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from ost import intervals, klines
 from ost.errors import OstError, StoreCorrupt, StoreError
-from ost.store import CandleStore
+from ost.store import CandleStore, replace_atomically, write_bytes_synced
 
 #: A half-open range ``[start_ms, end_ms)`` of open times; both bounds are open times.
 Range = tuple[int, int]
@@ -219,7 +218,7 @@ class ExchangeGapLog:
         path = self.path(symbol, interval)
         try:
             if self.is_local:
-                _replace_durably(path, data)
+                replace_atomically(path, lambda temp: write_bytes_synced(temp, data))
             else:
                 self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
                 self.fs.pipe_file(path, data)  # one PUT: object stores apply it atomically
@@ -236,28 +235,6 @@ class ExchangeGapLog:
         os.makedirs(directory, exist_ok=True)
         with filelock.FileLock(posixpath.join(directory, ".lock"), timeout=60):
             yield
-
-
-def _replace_durably(path: str, data: bytes) -> None:
-    """Write ``path`` atomically: temp file, flush, fsync, ``os.replace``, fsync the directory."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=".gaps-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temp)
-        raise
-    directory_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(directory_fd)
-    finally:
-        os.close(directory_fd)
 
 
 # ---- reports -----------------------------------------------------------------------------------

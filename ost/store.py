@@ -188,19 +188,7 @@ class ParquetBackend:
             raise StoreError(f"cannot write {path}: {exc}") from exc
 
     def _write_local(self, path: str, frame: pd.DataFrame) -> None:
-        directory = os.path.dirname(path)
-        _make_dirs_durably(directory)
-        _remove_stale_temps(directory)
-        fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=directory)
-        os.close(fd)
-        try:
-            _write_parquet(temp, frame)
-            os.replace(temp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(temp)
-            raise
-        _fsync_dir(directory)
+        replace_atomically(path, lambda temp: _write_parquet(temp, frame))
 
     def _write_remote(self, path: str, frame: pd.DataFrame) -> None:
         with tempfile.TemporaryDirectory(prefix="ost-store-") as scratch:
@@ -226,6 +214,34 @@ def _write_parquet(path: str, frame: pd.DataFrame) -> None:
         compression=COMPRESSION,
         open_with=_open_synced,
     )
+
+
+def replace_atomically(path: str, write_temp: Callable[[str], None]) -> None:
+    """Replace the local file ``path`` with what ``write_temp(temp)`` writes and fsyncs.
+
+    The temp file sits in the same directory, named with a leading dot and no ``.parquet``
+    suffix (no reader ever opens it); then ``os.replace`` and an fsync of the directory. A crash
+    at any instant leaves the old file or the new one, never a half-written one.
+    """
+    directory = os.path.dirname(path)
+    _make_dirs_durably(directory)
+    _remove_stale_temps(directory)
+    fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=directory)
+    os.close(fd)
+    try:
+        write_temp(temp)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temp)
+        raise
+    _fsync_dir(directory)
+
+
+def write_bytes_synced(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path``, flushed and fsynced."""
+    with _open_synced(path, "wb") as file:
+        file.write(data)
 
 
 @contextlib.contextmanager

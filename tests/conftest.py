@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import stamina
 
+from ost.binance import BinanceClient
 from ost.sim import SimHandle, running_sim
 
 
@@ -21,3 +23,17 @@ def sim(sim_server: SimHandle) -> SimHandle:
     """The session's simulator with default settings, no faults, and fresh counters."""
     sim_server.restore()
     return sim_server
+
+
+@pytest.fixture
+def fast_retries() -> Iterator[None]:
+    """Retries without backoff, at most 3 attempts (stamina's test mode)."""
+    with stamina.set_testing(True, attempts=3, cap=True):
+        yield
+
+
+@pytest.fixture
+def client(sim: SimHandle) -> Iterator[BinanceClient]:
+    """A client of the simulator's API."""
+    with BinanceClient([sim.url], timeout_s=10.0) as binance:
+        yield binance

@@ -13,7 +13,6 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import stamina
 
 from ost import intervals, klines
 from ost.archive import (
@@ -32,10 +31,7 @@ from ost.sim.realdata import realdata_dir
 UNIT_SWITCH_DAYS = (dt.date(2024, 12, 31), dt.date(2025, 1, 1))
 
 
-@pytest.fixture(autouse=True)
-def _fast_retries() -> Iterator[None]:
-    with stamina.set_testing(True, attempts=3, cap=True):
-        yield
+pytestmark = pytest.mark.usefixtures("fast_retries")
 
 
 @pytest.fixture

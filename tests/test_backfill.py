@@ -9,13 +9,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import stamina
 
 from ost import intervals, klines
 from ost.archive import daily_file, monthly_file
@@ -33,17 +31,7 @@ UNIT_SWITCH = (parse_time("2024-12-30"), parse_time("2025-01-02"))
 HALT_DAY = (parse_time("2023-03-24"), parse_time("2023-03-25"))
 
 
-@pytest.fixture(autouse=True)
-def _fast_retries() -> Iterator[None]:
-    with stamina.set_testing(True, attempts=3, cap=True):
-        yield
-
-
-@pytest.fixture
-def client(sim: SimHandle) -> Iterator[BinanceClient]:
-    """A client of the simulator's API."""
-    with BinanceClient([sim.url], timeout_s=10.0) as binance:
-        yield binance
+pytestmark = pytest.mark.usefixtures("fast_retries")
 
 
 def new_store(tmp_path: Path, name: str = "data") -> CandleStore:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
-import stamina
 
 from ost.binance import BinanceClient, retry_hook
 from ost.errors import (
@@ -62,10 +61,7 @@ def make_client(handler: Handler, hosts: int = 1, attempts: int = 3) -> BinanceC
     return BinanceClient(urls, max_attempts=attempts, transport=httpx.MockTransport(handler))
 
 
-@pytest.fixture(autouse=True)
-def _fast_retries() -> Iterator[None]:
-    with stamina.set_testing(True, attempts=3, cap=True):
-        yield
+pytestmark = pytest.mark.usefixtures("fast_retries")
 
 
 def test_retry_hook_classifies_errors() -> None:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import stamina
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -41,17 +39,7 @@ HALT_DAY = (parse_time("2023-03-24"), parse_time("2023-03-25"))
 PLAIN_DAY = (parse_time("2024-06-03"), parse_time("2024-06-04"))
 
 
-@pytest.fixture(autouse=True)
-def _fast_retries() -> Iterator[None]:
-    with stamina.set_testing(True, attempts=3, cap=True):
-        yield
-
-
-@pytest.fixture
-def client(sim: SimHandle) -> Iterator[BinanceClient]:
-    """A client of the simulator's API."""
-    with BinanceClient([sim.url], timeout_s=10.0) as binance:
-        yield binance
+pytestmark = pytest.mark.usefixtures("fast_retries")
 
 
 @pytest.fixture

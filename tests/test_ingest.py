@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import stamina
 
 from ost import intervals, klines
 from ost.binance import BinanceClient
@@ -24,10 +22,7 @@ HALT_NEXT_DAY = int(dt.datetime(2023, 3, 25, 0, 5, tzinfo=dt.UTC).timestamp() * 
 EARLY_CLOSE_MS = 1679661581646  # the real 2023-03-24 12:39 candle, closed by the halt
 
 
-@pytest.fixture(autouse=True)
-def _no_backoff() -> Iterator[None]:
-    with stamina.set_testing(True, attempts=3, cap=True):
-        yield
+pytestmark = pytest.mark.usefixtures("fast_retries")
 
 
 def expected(symbol: str, interval: str, start_ms: int, now_ms: int) -> pd.DataFrame:
