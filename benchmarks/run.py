@@ -230,7 +230,165 @@ def bench_ingest_all_cycle(sim: SimHandle, scratch: Path) -> list[Row]:
     ]
 
 
+def ccxt_loop(sim: SimHandle, start_ms: int, end_ms: int) -> list[list[float]]:
+    """What a ccxt user writes: fetch_ohlcv 1000 at a time, enableRateLimit on, in a loop."""
+    import ccxt
+
+    exchange = ccxt.binance({"enableRateLimit": True})
+    for name, url in list(exchange.urls["api"].items()):
+        if isinstance(url, str) and url.startswith("https://api.binance.com/api/v3"):
+            exchange.urls["api"][name] = url.replace("https://api.binance.com", sim.url)
+    exchange.options["fetchMarkets"] = {"types": ["spot"]}
+    rows: list[list[float]] = []
+    since = start_ms
+    while since < end_ms:
+        page = exchange.fetch_ohlcv("BTC/USDT", "1m", since=since, limit=1000)
+        page = [row for row in page if row[0] < end_ms]
+        if not page:
+            break
+        rows += page
+        since = int(page[-1][0]) + intervals.MINUTE_MS
+    return rows
+
+
+def ost_backfill(sim: SimHandle, root: Path, start_ms: int, end_ms: int, source: str) -> None:
+    """``ost backfill`` of BTCUSDT 1m over the range, through the core."""
+    from ost.backfill import backfill_stream
+
+    with BinanceClient([sim.url]) as client:
+        result = backfill_stream(
+            client,
+            CandleStore(str(root)),
+            "BTCUSDT",
+            "1m",
+            start_ms,
+            end_ms,
+            source=source,
+            archive_base_url=sim.url,
+        )
+    assert result.ok
+
+
+def bench_against_ccxt(sim: SimHandle, scratch: Path) -> list[Row]:
+    """90 days of 1m with 20 ms of latency: ost (API, and auto) against the ccxt loop."""
+    end = intervals.align("1d", NOW) - 3 * intervals.DAY_MS
+    start = end - 90 * intervals.DAY_MS
+    sim.configure(now_ms=NOW, latency_ms=20)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    theirs = ccxt_loop(sim, start, end)
+    timings["ccxt"] = (time.perf_counter() - started) * 1000
+    for source in ("api", "auto"):
+        root = scratch / source
+        started = time.perf_counter()
+        ost_backfill(sim, root, start, end, source)
+        timings[source] = (time.perf_counter() - started) * 1000
+        ours = CandleStore(str(root)).load_klines("BTCUSDT", "1m", start, end)
+        ohlcv = ours[["open", "high", "low", "close", "volume"]].to_numpy().tolist()
+        opens = klines.open_time_ms(ours).tolist()
+        assert [[t, *values] for t, values in zip(opens, ohlcv, strict=True)] == theirs
+    sim.configure(latency_ms=0)
+    return [
+        Row(
+            f"backfill 90 days of 1m, 20 ms latency ({source})",
+            "ccxt fetch_ohlcv loop",
+            timings["ccxt"],
+            f"ost --source {source}",
+            timings[source],
+            "ms",
+            "≥ 5x faster",
+            timings["ccxt"] / timings[source] >= 5,
+        )
+        for source in ("api", "auto")
+    ]
+
+
+def bench_budget_bound(sim: SimHandle, scratch: Path) -> Row:
+    """The weight limit lowered: how much of the budget a long API backfill uses, with no 418."""
+    limit, window_s = 100, 2
+    sim.configure(now_ms=NOW, weight_limit=limit, weight_window_s=window_s)
+    sim.reset()
+    end = intervals.align("1d", NOW) - intervals.DAY_MS
+    start = end - 40 * intervals.DAY_MS  # 58 klines pages: about 6 windows' worth
+    started = time.perf_counter()
+    ost_backfill(sim, scratch, start, end, "api")
+    elapsed_s = time.perf_counter() - started
+    stats = sim.stats()
+    weights = {"/api/v3/klines": 2, "/api/v3/exchangeInfo": 20, "/api/v3/time": 1}
+    spent = sum(
+        weights.get(path, 1) * count
+        for path, outcomes in stats["requests"].items()
+        for status, count in outcomes.items()
+        if status == "200"
+    )
+    budget = limit * elapsed_s / window_s
+    used = spent / budget
+    sim.configure(weight_limit=6000, weight_window_s=60)
+    return Row(
+        f"budget-bound backfill ({limit} weight / {window_s} s); 418s: {stats['status_418']},"
+        f" 429s: {stats['status_429']}",
+        "budget over the run",
+        budget,
+        "weight spent",
+        spent,
+        "weight",
+        "≥ 90% used, 0 × 418",
+        used >= 0.9 and stats["status_418"] == 0,
+    )
+
+
+MEMORY_CHILD = """
+import resource, sys
+from ost.backfill import backfill_stream
+from ost.binance import BinanceClient
+from ost.store import CandleStore
+url, root, start, end, source = sys.argv[1:6]
+with BinanceClient([url]) as client:
+    result = backfill_stream(client, CandleStore(root), "BTCUSDT", "1m", int(start), int(end),
+                             source=source, archive_base_url=url)
+assert result.ok and result.written > 0, result
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def peak_rss_mb(sim: SimHandle, root: Path, start_ms: int, end_ms: int, source: str) -> float:
+    """Peak RSS of a process that backfills BTCUSDT 1m over the range."""
+    import subprocess
+
+    argv = [sys.executable, "-c", MEMORY_CHILD, sim.url, str(root), str(start_ms), str(end_ms)]
+    out = subprocess.run([*argv, source], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def bench_memory_5_years(sim: SimHandle, scratch: Path) -> list[Row]:
+    """Peak RSS of a 5-year 1m backfill (2.6 million candles) against a 1-day one."""
+    sim.configure(now_ms=NOW)
+    end = intervals.align("1d", NOW) - 3 * intervals.DAY_MS
+    rows = []
+    for source in ("auto", "api"):
+        day = peak_rss_mb(sim, scratch / f"day-{source}", end - intervals.DAY_MS, end, source)
+        years = peak_rss_mb(
+            sim, scratch / f"5y-{source}", end - 5 * 365 * intervals.DAY_MS, end, source
+        )
+        rows.append(
+            Row(
+                f"peak RSS, 5 years of 1m ({source})",
+                "1 day",
+                day,
+                "5 years",
+                years,
+                "MB",
+                "≤ 400 MB",
+                years <= 400,
+            )
+        )
+    return rows
+
+
 CASES: dict[str, Callable[[SimHandle, Path], Row | list[Row]]] = {
+    "vs-ccxt-90-days": bench_against_ccxt,
+    "budget-bound": bench_budget_bound,
+    "memory-5-years": bench_memory_5_years,
     "ingest-all-cycle": bench_ingest_all_cycle,
     "update-vs-history": bench_update_vs_history,
     "read-week-of-5-years": lambda _sim, scratch: bench_read_week(scratch),

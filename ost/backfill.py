@@ -44,7 +44,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal, get_args
+from typing import Final, Literal, TypeVar, get_args
 
 import numpy as np
 import pandas as pd
@@ -68,6 +68,9 @@ from ost.gaps import (
 )
 from ost.settings import load_settings
 from ost.store import CandleStore
+
+Item = TypeVar("Item")
+Done = TypeVar("Done")
 
 Source = Literal["api", "archive", "auto"]
 SOURCES: Final[tuple[str, ...]] = get_args(Source)
@@ -165,7 +168,7 @@ def backfill_stream(  # noqa: PLR0917  # the signature promised to the CLI and t
         files = plan_archive(symbol, interval, todo, now, chosen)
         todo = run.from_archive(archive, files, todo, workers)
     for missing in todo:
-        run.from_api(missing)
+        run.from_api(missing, workers)
     run.result.seconds = time.perf_counter() - started
     return run.result
 
@@ -450,17 +453,12 @@ class _Run:
         self, archive: Archive, files: list[ArchiveFile], todo: list[Range], workers: int
     ) -> Generator[_Fetched, None, None]:
         """Each file's outcome in order, downloading up to ``workers`` files ahead."""
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers))
-        pending: deque[concurrent.futures.Future[list[_Fetched]]] = deque()
-        try:
-            for file in files:
-                pending.append(pool.submit(self._fetch_one, archive, file, todo))
-                if len(pending) >= workers:
-                    yield from pending.popleft().result()
-            while pending:
-                yield from pending.popleft().result()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        fetched = contextlib.closing(
+            in_order_concurrently(lambda file: self._fetch_one(archive, file, todo), files, workers)
+        )
+        with fetched as outcomes:
+            for outcome in outcomes:
+                yield from outcome
 
     def _fetch_one(self, archive: Archive, file: ArchiveFile, todo: list[Range]) -> list[_Fetched]:
         """One file's outcome; a monthly zip not published yet falls back to its daily zips."""
@@ -477,47 +475,165 @@ class _Run:
 
     # -- the API
 
-    def from_api(self, missing: Range) -> None:
-        """Fetch ``missing`` page by page, storing each; record what Binance does not have.
+    def from_api(self, missing: Range, workers: int = 1) -> None:
+        """Fetch ``missing`` from the API, storing it partition by partition; record the gaps.
 
         ``missing`` ends at most at the current candle's open (by Binance's clock, measured at
         the start), so every candle asked for is closed: what Binance does not return, it has not.
+        Requests run ``workers`` at a time (the client's pacer keeps them in the weight budget);
+        pages are taken in time order and written once per partition, so memory stays bounded.
+        """
+        partitions = _PartitionBuffer(self.interval)
+        with _Writer(self.store, self.symbol, self.interval, workers) as writer:
+            for asked, page in self._api_pages(missing, workers):
+                self.result.api_pages += 1
+                opens = klines.open_time_ms(page)
+                self._record_gaps(subtract([asked], runs_of(self.interval, opens)))
+                for complete in partitions.add(page):
+                    self._count_api_writes(writer.submit(complete))
+                self.report(candle_count(self.interval, [asked]))
+            for rest in partitions.flush():
+                self._count_api_writes(writer.submit(rest))
+            self._count_api_writes(writer.drain())
+
+    def _api_pages(self, missing: Range, workers: int) -> Iterator[tuple[Range, pd.DataFrame]]:
+        """``(range asked, candles in it)`` in time order, one request each.
+
+        The first request runs alone from the range's start: Binance answers it with the first
+        1000 candles that exist, which skips a symbol's pre-listing time in one request. The
+        rest is cut into windows of 1000 candles, fetched concurrently.
         """
         start, end = missing
-        cursor = start
-        for page in self._pages(start, end):
-            opens = klines.open_time_ms(page)
-            added = self.store.merge(self.symbol, self.interval, page)
-            self.result.written += added
-            self.result.from_api += added
-            after = intervals.next_open(self.interval, int(opens[-1]))
-            self._record_gaps(subtract([(cursor, after)], runs_of(self.interval, opens)))
-            self.report(candle_count(self.interval, [(cursor, after)]))
-            cursor = after
-        if cursor < end:
-            self._record_gaps([(cursor, end)])
-            self.report(candle_count(self.interval, [(cursor, end)]))
+        first, complete = self._fetch(start, end)
+        if complete or first.empty:
+            yield (start, end), first
+            return
+        cursor = intervals.next_open(self.interval, int(klines.open_time_ms(first)[-1]))
+        yield (start, cursor), first
+        step = intervals.FIXED_INTERVAL_MS.get(self.interval)
+        if step is None or workers <= 1:  # 1M: calendar months, a page at a time
+            yield from self._api_pages_in_order(cursor, end)
+            return
+        windows = [
+            (at, min(at + PAGE_LIMIT * step, end)) for at in range(cursor, end, PAGE_LIMIT * step)
+        ]
+        fetched = contextlib.closing(
+            in_order_concurrently(lambda window: self._fetch(*window)[0], windows, workers)
+        )
+        with fetched as pages:
+            yield from zip(windows, pages, strict=True)
 
-    def _pages(self, start: int, end: int) -> Iterator[pd.DataFrame]:
-        """The non-empty pages of candles opening in ``[start, end)``, oldest first."""
+    def _api_pages_in_order(self, start: int, end: int) -> Iterator[tuple[Range, pd.DataFrame]]:
         cursor = start
         while cursor < end:
-            page = self.client.klines(self.symbol, self.interval, cursor, end)
-            self.result.api_pages += 1
-            opens = klines.open_time_ms(page)
-            inside = page[(opens >= cursor) & (opens < end)].reset_index(drop=True)
-            if inside.empty:
+            page, complete = self._fetch(cursor, end)
+            if complete or page.empty:
+                yield (cursor, end), page
                 return
-            yield inside
-            cursor = intervals.next_open(self.interval, int(klines.open_time_ms(inside)[-1]))
-            if len(page) < PAGE_LIMIT:
-                return
+            after = intervals.next_open(self.interval, int(klines.open_time_ms(page)[-1]))
+            yield (cursor, after), page
+            cursor = after
+
+    def _fetch(self, start: int, end: int) -> tuple[pd.DataFrame, bool]:
+        """One request: the candles opening in ``[start, end)``, and whether that was all."""
+        page = self.client.klines(self.symbol, self.interval, start, end)
+        opens = klines.open_time_ms(page)
+        inside = page[(opens >= start) & (opens < end)].reset_index(drop=True)
+        return inside, len(page) < PAGE_LIMIT
+
+    def _count_api_writes(self, added: int) -> None:
+        self.result.written += added
+        self.result.from_api += added
 
     def _record_gaps(self, gaps: list[Range]) -> None:
         """Record the gaps that have settled: ended at least ``SETTLE_MS`` ago."""
         settled = intervals.align(self.interval, self.now_ms - SETTLE_MS)
         closed = intersect(gaps, [(gaps[0][0], settled)]) if gaps else []
         self.result.exchange_gaps += self.gap_log.record(self.symbol, self.interval, closed)
+
+
+def in_order_concurrently(
+    work: Callable[[Item], Done], items: Sequence[Item], workers: int
+) -> Generator[Done, None, None]:
+    """``work(item)`` for each item, ``workers`` at a time, yielded in the items' order.
+
+    At most ``workers`` results wait ahead of the consumer, so memory stays bounded however
+    long the list. Closing the generator cancels what has not started.
+    """
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers))
+    pending: deque[concurrent.futures.Future[Done]] = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(work, item))
+            if len(pending) >= max(1, workers):
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Writer:
+    """Partition merges of one stream, ``workers`` at a time (their fsyncs overlap).
+
+    Each merge takes its partition's lock, so neighbouring partitions are written at once. At
+    most ``workers`` merges wait, which bounds the rows held in memory; leaving the block waits
+    for every merge, and an error of one is raised by the next call.
+    """
+
+    def __init__(self, store: CandleStore, symbol: str, interval: str, workers: int) -> None:
+        self.store, self.symbol, self.interval = store, symbol, interval
+        self.workers = max(1, workers)
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers)
+        self.pending: deque[concurrent.futures.Future[int]] = deque()
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.pool.shutdown(wait=True)
+
+    def submit(self, rows: pd.DataFrame) -> int:
+        """Start merging ``rows``; the new candles of the merges that finished meanwhile."""
+        self.pending.append(self.pool.submit(self.store.merge, self.symbol, self.interval, rows))
+        added = 0
+        while self.pending and (len(self.pending) > self.workers or self.pending[0].done()):
+            added += self.pending.popleft().result()
+        return added
+
+    def drain(self) -> int:
+        """Wait for every merge; the new candles they stored."""
+        added = 0
+        while self.pending:
+            added += self.pending.popleft().result()
+        return added
+
+
+class _PartitionBuffer:
+    """Pages in time order, handed back a whole partition at a time (one write each)."""
+
+    def __init__(self, interval: str) -> None:
+        self.interval = interval
+        self.pages: list[pd.DataFrame] = []
+
+    def add(self, page: pd.DataFrame) -> list[pd.DataFrame]:
+        """Keep ``page``; return the rows of the partitions it shows to be complete."""
+        if page.empty:
+            return []
+        self.pages.append(page)
+        newest = intervals.partition_start(self.interval, int(klines.open_time_ms(page)[-1]))
+        boundary = intervals.date_ms(newest)
+        held = pd.concat(self.pages, ignore_index=True)
+        opens = klines.open_time_ms(held)
+        done = held[opens < boundary].reset_index(drop=True)
+        self.pages = [held[opens >= boundary].reset_index(drop=True)]
+        return [done] if not done.empty else []
+
+    def flush(self) -> list[pd.DataFrame]:
+        """Everything still held."""
+        held = [page for page in self.pages if not page.empty]
+        self.pages = []
+        return [pd.concat(held, ignore_index=True)] if held else []
 
 
 def _fetch_or_error(archive: Archive, file: ArchiveFile) -> pd.DataFrame | ArchiveError | None:

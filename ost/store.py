@@ -3,7 +3,8 @@
 Layout (``root`` is ``OST_DATA_DIR``, a local path or an fsspec URL)::
 
     <root>/klines/symbol=<SYMBOL>/interval=<INTERVAL>/period=<YYYY-MM-DD>/part.parquet
-    <root>/locks/<SYMBOL>-<INTERVAL>.lock          (local roots; remote roots lock in the temp dir)
+    <root>/locks/<SYMBOL>-<INTERVAL>.<0-15>.lock   (striped by partition date; local roots only,
+                                                  remote roots lock in the temp dir)
 
 ``period`` is the first day of the candle's time partition (:func:`ost.intervals.partition_start`:
 a day, a month or a year, see ``PARTITION_SPAN``). A file holds only the stored ``COLUMNS`` of
@@ -71,6 +72,8 @@ TEMP_PREFIX: Final = ".part-"
 TEMP_SUFFIX: Final = ".tmp"
 COMPRESSION: Final = "ZSTD"
 DEFAULT_LOCK_TIMEOUT_S: Final = 600.0
+#: Lock files per stream; a partition takes the one its date falls on.
+LOCK_STRIPES: Final = 16
 
 
 # ---- layout: the only place that knows how paths are built ------------------------------------
@@ -307,7 +310,7 @@ class CandleStore:
         incoming = _checked_incoming(frame, interval)
         added = 0
         for period, rows in _split_by_partition(interval, incoming):
-            with self._lock(symbol, interval):
+            with self._lock(symbol, interval, period):
                 added += self._merge_partition(symbol, interval, period, rows)
         return added
 
@@ -331,10 +334,21 @@ class CandleStore:
             self.backend.write(path, merged)
         return len(rows) - int(replaced.sum())
 
-    def _lock(self, symbol: str, interval: str) -> contextlib.AbstractContextManager[Any]:
+    def _lock(
+        self, symbol: str, interval: str, period: dt.date
+    ) -> contextlib.AbstractContextManager[Any]:
+        """The lock of one partition's read-modify-write.
+
+        Partitions are spread over ``LOCK_STRIPES`` lock files per stream by their date, so
+        neighbouring partitions (a backfill's) can be written at once, with a bounded number of
+        lock files.
+        """
         directory = self._lock_dir()
         directory.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(directory / f"{symbol}-{interval}.lock", timeout=self.lock_timeout)
+        stripe = period.toordinal() % LOCK_STRIPES
+        lock = filelock.FileLock(
+            directory / f"{symbol}-{interval}.{stripe}.lock", timeout=self.lock_timeout
+        )
         return _store_error_on_timeout(lock, f"{symbol} {interval}")
 
     def _lock_dir(self) -> Path:

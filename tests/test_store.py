@@ -22,7 +22,7 @@ from candles import FASTPARQUET_VALUES, make_candles
 
 from ost import intervals, klines
 from ost.errors import BadInput, InvalidCandle, StoreCorrupt, StoreError
-from ost.store import CandleStore, load_klines, partition_path
+from ost.store import LOCK_STRIPES, CandleStore, load_klines, partition_path
 
 pytestmark = pytest.mark.filterwarnings(FASTPARQUET_VALUES)
 SYMBOL = "BTCUSDT"
@@ -488,11 +488,12 @@ def test_stale_temp_files_are_invisible_and_cleaned(store: CandleStore, tmp_path
 
 
 def test_lock_held_elsewhere_times_out_as_store_error(tmp_path: Path) -> None:
-    """A writer that cannot get the stream's lock in time raises StoreError and writes nothing."""
+    """A writer that cannot get the partition's lock in time raises StoreError, writes nothing."""
     store = CandleStore(str(tmp_path), lock_timeout=0.2)
     (tmp_path / "locks").mkdir()
+    stripe = intervals.partition_start("1m", T0).toordinal() % LOCK_STRIPES
     with (
-        filelock.FileLock(tmp_path / "locks" / f"{SYMBOL}-1m.lock"),
+        filelock.FileLock(tmp_path / "locks" / f"{SYMBOL}-1m.{stripe}.lock"),
         pytest.raises(StoreError, match="lock"),
     ):
         store.merge(SYMBOL, "1m", make_candles("1m", T0, 10))
