@@ -332,7 +332,7 @@ def bench_budget_bound(sim: SimHandle, scratch: Path) -> Row:
         "weight spent",
         spent,
         "weight",
-        "≥ 90% used, 0 × 418",
+        "≥ 90% used, 0 x 418",
         used >= 0.9 and stats["status_418"] == 0,
     )
 

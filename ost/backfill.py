@@ -620,14 +620,21 @@ class _PartitionBuffer:
         """Keep ``page``; return the rows of the partitions it shows to be complete."""
         if page.empty:
             return []
-        self.pages.append(page)
-        newest = intervals.partition_start(self.interval, int(klines.open_time_ms(page)[-1]))
+        opens = klines.open_time_ms(page)
+        newest = intervals.partition_start(self.interval, int(opens[-1]))
         boundary = intervals.date_ms(newest)
-        held = pd.concat(self.pages, ignore_index=True)
-        opens = klines.open_time_ms(held)
-        done = held[opens < boundary].reset_index(drop=True)
-        self.pages = [held[opens >= boundary].reset_index(drop=True)]
-        return [done] if not done.empty else []
+        if opens[0] >= boundary:  # the page opens the newest partition, or stays inside it
+            done = self.pages if self.pages and self._held_before(boundary) else []
+            self.pages = [*([] if done else self.pages), page]
+            return [pd.concat(done, ignore_index=True)] if done else []
+        cut = int(np.searchsorted(opens, boundary))
+        done = [*self.pages, page.iloc[:cut]]
+        self.pages = [page.iloc[cut:].reset_index(drop=True)]
+        return [pd.concat(done, ignore_index=True)]
+
+    def _held_before(self, boundary: int) -> bool:
+        """Whether the rows held all open before ``boundary`` (they are in time order)."""
+        return int(klines.open_time_ms(self.pages[-1])[-1]) < boundary
 
     def flush(self) -> list[pd.DataFrame]:
         """Everything still held."""

@@ -14,7 +14,6 @@ The transport is injectable (``httpx.Client(transport=...)``) and nothing here i
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import httpx
+import orjson
 import pandas as pd
 import stamina
 
@@ -256,8 +256,8 @@ class BinanceClient:
     def _get_json_once(self, path: str, params: dict[str, Any]) -> Any:
         response = self._send(path, params)
         try:
-            return json.loads(response.content)
-        except ValueError:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
             kind = response.headers.get("content-type", "unknown content type")
             raise BadPayload(
                 f"{response.url.host} answered {path} with a body that is not JSON ({kind}, "

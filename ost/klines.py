@@ -89,11 +89,9 @@ def parse_rows(rows: Any, interval: str) -> pd.DataFrame:
     """
     if not isinstance(rows, list):
         raise InvalidCandle(f"klines body is a {type(rows).__name__}, not a list of rows")
-    for index, row in enumerate(rows):
-        _check_row_types(index, row)
     if not rows:
         return empty_frame()
-    fields = list(zip(*rows, strict=True))
+    fields = _fields(rows)
     try:
         raw = {
             column: np.array(fields[position], dtype=np.float64 if dtype == "float64" else object)
@@ -112,6 +110,28 @@ def parse_rows(rows: Any, interval: str) -> pd.DataFrame:
 
 _RAW_ORDER: Final = (*COLUMNS,)
 _RAW_DTYPES: Final = tuple("float64" if c in FLOAT_COLUMNS else "int64" for c in COLUMNS)
+
+
+def _fields(rows: list[Any]) -> list[tuple[Any, ...]]:
+    """The rows' fields column by column, after checking every row's shape and types.
+
+    The checks run per column (``set(map(type, column))``), which is several times faster than
+    per row; only a batch that fails is walked row by row, to name the first bad row.
+    """
+    if set(map(type, rows)) != {list} or set(map(len, rows)) != {_ROW_FIELDS}:
+        _raise_first_bad_row(rows)
+    fields = list(zip(*rows, strict=True))
+    int_ok = all(set(map(type, fields[position])) == {int} for position in _INT_FIELDS)
+    numbers = {str, int, float}
+    float_ok = all(set(map(type, fields[position])) <= numbers for position in _FLOAT_FIELDS)
+    if not (int_ok and float_ok):
+        _raise_first_bad_row(rows)
+    return fields
+
+
+def _raise_first_bad_row(rows: list[Any]) -> None:
+    for index, row in enumerate(rows):
+        _check_row_types(index, row)
 
 
 def _check_row_types(index: int, row: Any) -> None:
