@@ -11,14 +11,16 @@ checks speed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +29,9 @@ import stamina
 from ost import intervals, klines
 from ost.binance import BinanceClient
 from ost.ingest import ingest_stream
-from ost.sim import SimHandle, running_sim
+from ost.sim import SimHandle
 from ost.sim import klines as sim_klines
+from ost.stack import free_port, wait_for
 from ost.store import CandleStore
 
 NOW = int(dt.datetime(2026, 11, 20, 10, 0, 30, tzinfo=dt.UTC).timestamp() * 1000)
@@ -353,8 +356,6 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 def peak_rss_mb(sim: SimHandle, root: Path, start_ms: int, end_ms: int, source: str) -> float:
     """Peak RSS of a process that backfills BTCUSDT 1m over the range."""
-    import subprocess
-
     argv = [sys.executable, "-c", MEMORY_CHILD, sim.url, str(root), str(start_ms), str(end_ms)]
     out = subprocess.run([*argv, source], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -410,14 +411,29 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def simulator() -> Iterator[SimHandle]:
+    """``ost sim`` in a process of its own, so that it competes with neither side for the GIL."""
+    port = free_port()
+    argv = [sys.executable, "-m", "ost.cli", "sim", "--port", str(port)]
+    child = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/_sim/ping", "the simulator")
+        yield SimHandle(f"http://127.0.0.1:{port}")
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
+
+
 def main(argv: list[str]) -> int:
     """Run the chosen cases and print the table."""
     chosen = [name for name in CASES if not argv or any(arg in name for arg in argv)]
     stamina.set_active(False)
     rows = []
-    with running_sim() as sim, tempfile.TemporaryDirectory(prefix="ost-bench-") as scratch:
+    with simulator() as sim, tempfile.TemporaryDirectory(prefix="ost-bench-") as scratch:
         for name in chosen:
             print(f"running {name} ...", file=sys.stderr)
+            sim.restore()
             result = CASES[name](sim, Path(scratch) / name)
             rows.extend(result if isinstance(result, list) else [result])
     print(
