@@ -38,7 +38,7 @@ def backfill(
     With ``start`` given, ``days`` is ignored. Already stored candles are skipped, so a run that
     was killed resumes where it stopped when started again.
     """
-    streams, start_ms, end_ms = _request(interval, days, start, end, symbols)
+    streams, start_ms, end_ms = streams_and_range_of(interval, days, start, end, symbols)
     artifact = create_progress_artifact(0.0, description="candles backfilled")
     futures = backfill_stream_task.map(
         symbol=[symbol for symbol, _ in streams],
@@ -63,7 +63,7 @@ def backfill(
     return Completed(message=f"{sum(r['written'] for r in rows)} candles written")
 
 
-def _request(
+def streams_and_range_of(
     interval: str,
     days: float | None,
     start: dt.datetime | None,

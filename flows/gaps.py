@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
 
-from flows.backfill import _request
+from flows.backfill import streams_and_range_of
 from ost.runtime import current_runtime
 
 EXIT_OK, EXIT_ERROR, EXIT_GAPS = 0, 1, 3
@@ -30,7 +30,7 @@ def check_gaps(
     The report is a markdown artifact (key ``gap-report``). The run fails when a stream cannot be
     checked, or when ``repair`` left gaps other than exchange-side ones.
     """
-    streams, start_ms, end_ms = _request(interval, days, start, end, symbols)
+    streams, start_ms, end_ms = streams_and_range_of(interval, days, start, end, symbols)
     report, status = current_runtime().check_gaps(streams, start_ms, end_ms, repair_gaps=repair)
     create_markdown_artifact(report.to_markdown(), key="gap-report", description="ost gaps")
     summary = f"{report.as_dict()['missing_candles']} candles missing in {len(streams)} streams"
