@@ -15,6 +15,7 @@ import typer
 if TYPE_CHECKING:
     from ost.backfill import BackfillResult
     from ost.ingest import StreamOutcome
+    from ost.runtime import Runtime
     from ost.settings import Settings
 
 app = typer.Typer(
@@ -48,6 +49,15 @@ def _bad_input_exits_2() -> Iterator[None]:
         _fail(str(exc.args[0]) if exc.args else str(exc), EXIT_BAD_INPUT)
 
 
+def _runtime(settings: Settings) -> Runtime:
+    """The client, store and ledger of ``settings``; a data dir that cannot be opened exits 2."""
+    from ost.runtime import Runtime
+
+    with _bad_input_exits_2():
+        return Runtime.from_settings(settings)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _settings() -> Settings:
     from ost.settings import load_settings
 
@@ -71,9 +81,8 @@ def ingest(
     with _bad_input_exits_2():
         chosen_symbols = parse_symbols(symbols, settings)
         chosen_intervals = parse_intervals(intervals, settings)
-    from ost.runtime import Runtime
 
-    runtime = Runtime.from_settings(settings)
+    runtime = _runtime(settings)
     outcomes = runtime.ingest_many(runtime.streams(chosen_symbols, chosen_intervals))
     runtime.close()
     _print_outcomes(outcomes)
@@ -157,11 +166,10 @@ def backfill(
     from ost.backfill import backfill as run_backfill
     from ost.backfill import check_source
     from ost.progress import terminal_progress
-    from ost.runtime import Runtime
 
     with _bad_input_exits_2():
         check_source(source)
-    runtime = Runtime.from_settings(settings)
+    runtime = _runtime(settings)
     with terminal_progress(streams) as progress:
         results = run_backfill(
             runtime.client,
@@ -173,6 +181,7 @@ def backfill(
             archive_base_url=settings.archive_base_url,
             progress=progress,
             on_result=runtime.record_backfill,
+            workers=settings.max_concurrency,
         )
     runtime.close()
     _print_backfill(results)
@@ -223,9 +232,8 @@ def gaps(
     settings = _settings()
     streams, start_ms, end_ms = _request(settings, interval, symbols, days, start, end)
     from ost.progress import terminal_progress
-    from ost.runtime import Runtime
 
-    runtime = Runtime.from_settings(settings)
+    runtime = _runtime(settings)
     with terminal_progress(streams, quiet=as_json or not repair) as progress:
         report, status = runtime.check_gaps(
             streams, start_ms, end_ms, repair_gaps=repair, progress=progress

@@ -137,7 +137,10 @@ class ParquetBackend:
 
     def __init__(self, root: str) -> None:
         self.url = root
-        self.fs, self.root = fsspec.core.url_to_fs(root)
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(root)
+        except (ImportError, ValueError) as exc:  # an unknown protocol, or its package missing
+            raise BadInput(f"OST_DATA_DIR {root!r} cannot be opened: {exc}") from None
         self.is_local = isinstance(self.fs, LocalFileSystem)
 
     def read(self, path: str) -> pd.DataFrame | None:
