@@ -308,11 +308,11 @@ def bench_against_ccxt(sim: SimHandle, scratch: Path) -> list[Row]:
 
 def bench_budget_bound(sim: SimHandle, scratch: Path) -> Row:
     """The weight limit lowered: how much of the budget a long API backfill uses, with no 418."""
-    limit, window_s = 100, 2
+    limit, window_s = 100, 1
     sim.configure(now_ms=NOW, weight_limit=limit, weight_window_s=window_s)
     sim.reset()
     end = intervals.align("1d", NOW) - intervals.DAY_MS
-    start = end - 40 * intervals.DAY_MS  # 58 klines pages: about 6 windows' worth
+    start = end - 200 * intervals.DAY_MS  # 288 klines pages: about 6 windows' worth
     started = time.perf_counter()
     ost_backfill(sim, scratch, start, end, "api")
     elapsed_s = time.perf_counter() - started

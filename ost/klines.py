@@ -7,7 +7,6 @@ epoch milliseconds, or microseconds in the archive from 2025-01-01 on: both beco
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -211,8 +210,3 @@ def rows_equal(left: pd.DataFrame, right: pd.DataFrame) -> bool:
     return left.reset_index(drop=True)[list(COLUMNS)].equals(
         right.reset_index(drop=True)[list(COLUMNS)]
     )
-
-
-def as_sequence(frame: pd.DataFrame) -> Sequence[tuple[Any, ...]]:
-    """Rows as plain tuples, for tests and messages."""
-    return list(frame.itertuples(index=False, name=None))

@@ -176,3 +176,19 @@ def test_second_pass_resumes_after_the_last_stored_candle(sim: SimHandle, tmp_pa
     assert sim.stats()["requests"]["/api/v3/klines"]["200"] == 1
     want = expected("BTCUSDT", "1m", lookback_start("1m", NOW, 1), NOW + 30 * 60_000)
     assert klines.rows_equal(store.load_klines("BTCUSDT", "1m"), want)
+
+
+def test_ping_reports_every_base_url(sim: SimHandle) -> None:
+    """`ost ping`'s data: the dead host unreachable, the live one with latency, skew, weight."""
+    sim.configure(clock_offset_ms=-5_000)
+    dead = closed_port()
+    with client_for(dead, sim.url) as client:
+        down, up = client.ping_all()
+    assert (down.base_url, down.ok, down.error is not None) == (dead, False, True)
+    assert up.ok
+    assert up.latency_ms is not None
+    assert up.latency_ms >= 0
+    assert up.skew_ms is not None
+    assert -5_500 < up.skew_ms < -4_500
+    assert up.used_weight is not None
+    assert up.used_weight >= 1
