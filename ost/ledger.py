@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+import filelock
+
 from ost.errors import StoreError
 
 if TYPE_CHECKING:
@@ -506,7 +508,17 @@ class Ledger:
         return db
 
     def _create_schema(self) -> None:
+        """Create the tables and switch to WAL, one process at a time.
+
+        Changing the journal mode ignores SQLite's busy timeout, so processes that open a new
+        ledger together would fail with "database is locked"; a file lock serializes them.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        with filelock.FileLock(f"{self.path}.init.lock", timeout=BUSY_TIMEOUT_S):
+            self._create_schema_locked()
+        self._schema_ready = True
+
+    def _create_schema_locked(self) -> None:
         db = self._connect()
         try:
             if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
@@ -518,7 +530,6 @@ class Ledger:
             db.execute("COMMIT")
         finally:
             db.close()
-        self._schema_ready = True
 
 
 def _stream_params(
