@@ -341,7 +341,7 @@ def bench_budget_bound(sim: SimHandle, scratch: Path) -> Row:
 
 
 MEMORY_CHILD = """
-import resource, sys
+import sys
 from ost.backfill import backfill_stream
 from ost.binance import BinanceClient
 from ost.store import CandleStore
@@ -350,7 +350,9 @@ with BinanceClient([url]) as client:
     result = backfill_stream(client, CandleStore(root), "BTCUSDT", "1m", int(start), int(end),
                              source=source, archive_base_url=url)
 assert result.ok and result.written > 0, result
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+# VmHWM is this process's own peak: ru_maxrss would carry the parent's over fork and exec.
+status = open("/proc/self/status").read().split("VmHWM:")[1].split()[0]
+print(int(status) / 1024)
 """
 
 
