@@ -53,12 +53,7 @@ def klines_requests(sim: SimHandle) -> int:
 
 def archive_requests(sim: SimHandle) -> dict[str, int]:
     """Archive answers per status since the counters were reset."""
-    counts: dict[str, int] = {}
-    for path, outcomes in sim.stats()["requests"].items():
-        if path.startswith("/data/"):
-            for status, count in outcomes.items():
-                counts[status] = counts.get(status, 0) + count
-    return counts
+    return sim.answers("/data/")
 
 
 def utc_day(ms: int) -> dt.date:

@@ -116,6 +116,15 @@ class SimHandle:
         """Counters: per path and status, 429s, 418s, weight used, faults fired."""
         return cast("dict[str, Any]", _checked(self._admin.get("/_sim/stats")))
 
+    def answers(self, path_prefix: str) -> dict[str, int]:
+        """Answers per status to the paths that start with ``path_prefix`` (e.g. ``/data/``)."""
+        counts: dict[str, int] = {}
+        for path, outcomes in self.stats()["requests"].items():
+            if path.startswith(path_prefix):
+                for status, count in outcomes.items():
+                    counts[status] = counts.get(status, 0) + count
+        return counts
+
     def configure(self, **changes: Any) -> dict[str, Any]:
         """Change settings: weight_limit, weight_window_s, latency_ms, clock_offset_ms, now_ms..."""
         return cast("dict[str, Any]", _checked(self._admin.post("/_sim/config", json=changes)))
