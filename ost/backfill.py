@@ -284,6 +284,7 @@ def repair(
     source: str = "api",
     archive_base_url: str | None = None,
     progress: StreamProgress | None = None,
+    workers: int = DEFAULT_WORKERS,
 ) -> RepairOutcome:
     """Backfill what is missing in ``[start_ms, end_ms)`` for each stream, then check again."""
     results = backfill(
@@ -295,6 +296,7 @@ def repair(
         source=source,
         archive_base_url=archive_base_url,
         progress=progress,
+        workers=workers,
     )
     report = gap_report(store, streams, start_ms, end_ms, client.server_now_ms())
     return RepairOutcome(results, report)

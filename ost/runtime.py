@@ -133,6 +133,7 @@ class Runtime:
             end_ms,
             archive_base_url=self.settings.archive_base_url,
             progress=progress,
+            workers=self.settings.max_concurrency,
         )
         for result in outcome.backfills:
             self.record_backfill(result)
