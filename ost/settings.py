@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=8000, ge=0, le=65535)
     disable_scheduler: bool = False
-    #: Added to the contract: how many requests of one backfill run at once.
+    #: Added to the contract: how many requests of one stream's backfill run at once.
     max_concurrency: int = Field(default=4, ge=1, le=64)
 
     @field_validator("binance_base_urls", mode="before")
