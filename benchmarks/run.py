@@ -50,11 +50,16 @@ class Row:
     unit: str
     goal: str
     met: bool
+    #: Report baseline over measured ("5.0x faster") instead of measured over baseline.
+    speedup: bool = False
 
     @property
     def ratio(self) -> float:
-        """Measured over baseline."""
-        return self.measured_value / self.baseline_value if self.baseline_value else float("inf")
+        """Measured over baseline, or baseline over measured for a speed-up."""
+        over, under = self.measured_value, self.baseline_value
+        if self.speedup:
+            over, under = under, over
+        return over / under if under else float("inf")
 
 
 def median_of(repeats: int, action: Callable[[], object]) -> float:
@@ -235,7 +240,7 @@ def bench_ingest_all_cycle(sim: SimHandle, scratch: Path) -> list[Row]:
 
 def ccxt_loop(sim: SimHandle, start_ms: int, end_ms: int) -> list[list[float]]:
     """What a ccxt user writes: fetch_ohlcv 1000 at a time, enableRateLimit on, in a loop."""
-    import ccxt
+    import ccxt  # a dev-only dependency, imported by this case only
 
     exchange = ccxt.binance({"enableRateLimit": True})
     for name, url in list(exchange.urls["api"].items()):
@@ -272,37 +277,63 @@ def ost_backfill(sim: SimHandle, root: Path, start_ms: int, end_ms: int, source:
     assert result.ok
 
 
+CCXT_REPEATS = 3
+
+
 def bench_against_ccxt(sim: SimHandle, scratch: Path) -> list[Row]:
-    """90 days of 1m with 20 ms of latency: ost (API, and auto) against the ccxt loop."""
+    """90 days of 1m with 20 ms of latency: ost (auto, the default, and API) against ccxt.
+
+    Each contender runs once untimed (imports, and the simulator's archive files: on
+    data.binance.vision they are static files that exist before anyone asks), then
+    ``CCXT_REPEATS`` times in turn; the median counts. Every run starts from an empty store,
+    and its candles must equal ccxt's (checked after the timings).
+    """
+    import ccxt  # noqa: F401 -- imported before any timing, like ost's modules
+
     end = intervals.align("1d", NOW) - 3 * intervals.DAY_MS
     start = end - 90 * intervals.DAY_MS
     sim.configure(now_ms=NOW, latency_ms=20)
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
     theirs = ccxt_loop(sim, start, end)
-    timings["ccxt"] = (time.perf_counter() - started) * 1000
-    for source in ("api", "auto"):
-        root = scratch / source
-        started = time.perf_counter()
-        ost_backfill(sim, root, start, end, source)
-        timings[source] = (time.perf_counter() - started) * 1000
+    roots: list[Path] = []
+
+    def run_ost(source: str) -> None:
+        roots.append(scratch / f"{source}-{len(roots)}")
+        ost_backfill(sim, roots[-1], start, end, source)
+
+    contenders: dict[str, Callable[[], object]] = {
+        "ccxt": lambda: ccxt_loop(sim, start, end),
+        "auto": lambda: run_ost("auto"),
+        "api": lambda: run_ost("api"),
+    }
+    for action in contenders.values():
+        action()
+    timings: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(CCXT_REPEATS):
+        for name, action in contenders.items():
+            started = time.perf_counter()
+            action()
+            timings[name].append((time.perf_counter() - started) * 1000)
+    for root in roots:
         ours = CandleStore(str(root)).load_klines("BTCUSDT", "1m", start, end)
         ohlcv = ours[["open", "high", "low", "close", "volume"]].to_numpy().tolist()
         opens = klines.open_time_ms(ours).tolist()
-        assert [[t, *values] for t, values in zip(opens, ohlcv, strict=True)] == theirs
+        assert [[t, *values] for t, values in zip(opens, ohlcv, strict=True)] == theirs, root
     sim.configure(latency_ms=0)
+    print(f"  runs (ms): {timings}", file=sys.stderr)
+    ccxt_ms = statistics.median(timings["ccxt"])
     return [
         Row(
-            f"backfill 90 days of 1m, 20 ms latency ({source})",
+            f"backfill 90 days of 1m, 20 ms latency (--source {source})",
             "ccxt fetch_ohlcv loop",
-            timings["ccxt"],
+            ccxt_ms,
             f"ost --source {source}",
-            timings[source],
+            statistics.median(timings[source]),
             "ms",
             "≥ 5x faster",
-            timings["ccxt"] / timings[source] >= 5,
+            ccxt_ms / statistics.median(timings[source]) >= 5,
+            speedup=True,
         )
-        for source in ("api", "auto")
+        for source in ("auto", "api")
     ]
 
 
@@ -407,7 +438,8 @@ def table(rows: list[Row]) -> str:
     for row in rows:
         lines.append(
             f"| {row.case} | {row.baseline}: {row.baseline_value:.1f} {row.unit} "
-            f"| {row.measured}: {row.measured_value:.1f} {row.unit} | {row.ratio:.2f}x "
+            f"| {row.measured}: {row.measured_value:.1f} {row.unit} "
+            f"| {row.ratio:.2f}x{' faster' if row.speedup else ''} "
             f"| {row.goal} | {'yes' if row.met else 'NO'} |"
         )
     return "\n".join(lines)

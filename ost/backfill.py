@@ -66,8 +66,8 @@ from ost.gaps import (
     runs_of,
     subtract,
 )
-from ost.settings import load_settings
-from ost.store import CandleStore
+from ost.settings import DEFAULT_MAX_CONCURRENCY, load_settings
+from ost.store import CandleStore, split_by_partition
 
 Item = TypeVar("Item")
 Done = TypeVar("Done")
@@ -86,7 +86,9 @@ MONTHLY_MAX_CANDLES: Final = 100_000
 #: An exchange-side gap is recorded only once it ended this long ago by Binance's clock.
 SETTLE_MS: Final = intervals.MINUTE_MS
 #: Archive files downloaded at once.
-DEFAULT_WORKERS: Final = 4
+#: Partition writers per stream. Writing is mostly Python under the GIL, so more threads
+#: only add contention; two let one fsync while the other encodes.
+WRITERS: Final = 2
 
 #: ``progress(done_candles, total_candles)`` after each stored page or file.
 Progress = Callable[[int, int], None]
@@ -136,7 +138,7 @@ def backfill_stream(  # noqa: PLR0917  # the signature promised to the CLI and t
     source: str = "api",
     archive_base_url: str | None = None,
     progress: Progress | None = None,
-    workers: int = DEFAULT_WORKERS,
+    workers: int = DEFAULT_MAX_CONCURRENCY,
 ) -> BackfillResult:
     """Fill the closed candles of ``[start_ms, end_ms)`` that are missing; raise on a failure.
 
@@ -184,7 +186,7 @@ def backfill(
     archive_base_url: str | None = None,
     progress: StreamProgress | None = None,
     on_result: Callable[[BackfillResult], None] | None = None,
-    workers: int = DEFAULT_WORKERS,
+    workers: int = DEFAULT_MAX_CONCURRENCY,
 ) -> list[BackfillResult]:
     """:func:`backfill_stream` for each stream in turn; a failed one is reported, others go on."""
     chosen = check_source(source)
@@ -284,7 +286,7 @@ def repair(
     source: str = "api",
     archive_base_url: str | None = None,
     progress: StreamProgress | None = None,
-    workers: int = DEFAULT_WORKERS,
+    workers: int = DEFAULT_MAX_CONCURRENCY,
 ) -> RepairOutcome:
     """Backfill what is missing in ``[start_ms, end_ms)`` for each stream, then check again."""
     results = backfill(
@@ -415,16 +417,26 @@ class _Run:
     def from_archive(
         self, archive: Archive, files: list[ArchiveFile], todo: list[Range], workers: int
     ) -> list[Range]:
-        """Store what ``files`` hold of ``todo``; the ranges still missing afterwards."""
+        """Store what ``files`` hold of ``todo``; the ranges still missing afterwards.
+
+        Files are downloaded ``workers`` ahead and their partitions written by a pool of as
+        many writers, so downloads, parsing and fsyncs overlap.
+        """
         filled: list[Range] = []
         fetched = contextlib.closing(self._fetch_all(archive, files, todo, workers))
-        with fetched as outcomes:
+        writer = _Writer(self.store, self.symbol, self.interval, WRITERS)
+        with writer, fetched as outcomes:
             for file, outcome in outcomes:
-                filled += self._take(file, outcome, todo)
+                filled += self._take(file, outcome, todo, writer)
+            self._count_archive_writes(writer.drain())
         return subtract(todo, filled)
 
     def _take(
-        self, file: ArchiveFile, outcome: pd.DataFrame | ArchiveError | None, todo: list[Range]
+        self,
+        file: ArchiveFile,
+        outcome: pd.DataFrame | ArchiveError | None,
+        todo: list[Range],
+        writer: _Writer,
     ) -> list[Range]:
         """Store what one file gave of ``todo`` and note its fate; the ranges it filled."""
         if isinstance(outcome, ArchiveError):
@@ -434,22 +446,27 @@ class _Run:
             self.result.archive_missing.append(file.name)
             return []
         self.result.archive_files.append(file.name)
-        return self._store_archive_rows(outcome, _inside(todo, file))
+        return self._store_archive_rows(outcome, _inside(todo, file), writer)
 
-    def _store_archive_rows(self, frame: pd.DataFrame, wanted: list[Range]) -> list[Range]:
-        """Store the rows of ``frame`` inside ``wanted``; the ranges they fill."""
+    def _store_archive_rows(
+        self, frame: pd.DataFrame, wanted: list[Range], writer: _Writer
+    ) -> list[Range]:
+        """Hand the rows of ``frame`` inside ``wanted`` to the writers; the ranges they fill."""
         open_ms = klines.open_time_ms(frame)
         keep = np.zeros(len(open_ms), dtype=bool)
         for start, end in wanted:
             keep |= (open_ms >= start) & (open_ms < end)
-        rows = frame[keep].reset_index(drop=True)
+        rows = frame if keep.all() else frame[keep].reset_index(drop=True)
         if rows.empty:
             return []
-        added = self.store.merge(self.symbol, self.interval, rows)
-        self.result.written += added
-        self.result.from_archive += added
+        for _, partition in split_by_partition(self.interval, rows):
+            self._count_archive_writes(writer.submit(partition))
         self.report(len(rows))
         return runs_of(self.interval, klines.open_time_ms(rows))
+
+    def _count_archive_writes(self, added: int) -> None:
+        self.result.written += added
+        self.result.from_archive += added
 
     def _fetch_all(
         self, archive: Archive, files: list[ArchiveFile], todo: list[Range], workers: int
@@ -486,10 +503,10 @@ class _Run:
         pages are taken in time order and written once per partition, so memory stays bounded.
         """
         partitions = _PartitionBuffer(self.interval)
-        with _Writer(self.store, self.symbol, self.interval, workers) as writer:
+        with _Writer(self.store, self.symbol, self.interval, WRITERS) as writer:
             for asked, page in self._api_pages(missing, workers):
                 self.result.api_pages += 1
-                opens = klines.open_time_ms(page)
+                opens = page["open_time"]
                 self._record_gaps(subtract([asked], runs_of(self.interval, opens)))
                 for complete in partitions.add(page):
                     self._count_api_writes(writer.submit(complete))
@@ -498,7 +515,7 @@ class _Run:
                 self._count_api_writes(writer.submit(rest))
             self._count_api_writes(writer.drain())
 
-    def _api_pages(self, missing: Range, workers: int) -> Iterator[tuple[Range, pd.DataFrame]]:
+    def _api_pages(self, missing: Range, workers: int) -> Iterator[tuple[Range, klines.Columns]]:
         """``(range asked, candles in it)`` in time order, one request each.
 
         The first request runs alone from the range's start: Binance answers it with the first
@@ -507,10 +524,10 @@ class _Run:
         """
         start, end = missing
         first, complete = self._fetch(start, end)
-        if complete or first.empty:
+        if complete or not len(first["open_time"]):
             yield (start, end), first
             return
-        cursor = intervals.next_open(self.interval, int(klines.open_time_ms(first)[-1]))
+        cursor = intervals.next_open(self.interval, int(first["open_time"][-1]))
         yield (start, cursor), first
         step = intervals.FIXED_INTERVAL_MS.get(self.interval)
         if step is None or workers <= 1:  # 1M: calendar months, a page at a time
@@ -525,23 +542,24 @@ class _Run:
         with fetched as pages:
             yield from zip(windows, pages, strict=True)
 
-    def _api_pages_in_order(self, start: int, end: int) -> Iterator[tuple[Range, pd.DataFrame]]:
+    def _api_pages_in_order(self, start: int, end: int) -> Iterator[tuple[Range, klines.Columns]]:
         cursor = start
         while cursor < end:
             page, complete = self._fetch(cursor, end)
-            if complete or page.empty:
+            if complete or not len(page["open_time"]):
                 yield (cursor, end), page
                 return
-            after = intervals.next_open(self.interval, int(klines.open_time_ms(page)[-1]))
+            after = intervals.next_open(self.interval, int(page["open_time"][-1]))
             yield (cursor, after), page
             cursor = after
 
-    def _fetch(self, start: int, end: int) -> tuple[pd.DataFrame, bool]:
+    def _fetch(self, start: int, end: int) -> tuple[klines.Columns, bool]:
         """One request: the candles opening in ``[start, end)``, and whether that was all."""
-        page = self.client.klines(self.symbol, self.interval, start, end)
-        opens = klines.open_time_ms(page)
-        inside = page[(opens >= start) & (opens < end)].reset_index(drop=True)
-        return inside, len(page) < PAGE_LIMIT
+        page = self.client.kline_columns(self.symbol, self.interval, start, end)
+        opens = page["open_time"]
+        inside = (opens >= start) & (opens < end)
+        complete = len(opens) < PAGE_LIMIT
+        return (page if inside.all() else klines.take(page, inside)), complete
 
     def _count_api_writes(self, added: int) -> None:
         self.result.written += added
@@ -612,37 +630,46 @@ class _Writer:
 
 
 class _PartitionBuffer:
-    """Pages in time order, handed back a whole partition at a time (one write each)."""
+    """Pages in time order, handed back a whole partition at a time (one write each).
+
+    Pages are held as numpy columns; a frame is built once per partition, when it is handed
+    back.
+    """
 
     def __init__(self, interval: str) -> None:
         self.interval = interval
-        self.pages: list[pd.DataFrame] = []
+        self.pages: list[klines.Columns] = []
 
-    def add(self, page: pd.DataFrame) -> list[pd.DataFrame]:
+    def add(self, page: klines.Columns) -> list[pd.DataFrame]:
         """Keep ``page``; return the rows of the partitions it shows to be complete."""
-        if page.empty:
+        opens = page["open_time"]
+        if not len(opens):
             return []
-        opens = klines.open_time_ms(page)
         newest = intervals.partition_start(self.interval, int(opens[-1]))
         boundary = intervals.date_ms(newest)
         if opens[0] >= boundary:  # the page opens the newest partition, or stays inside it
             done = self.pages if self.pages and self._held_before(boundary) else []
             self.pages = [*([] if done else self.pages), page]
-            return [pd.concat(done, ignore_index=True)] if done else []
+            return [_frame(done)] if done else []
         cut = int(np.searchsorted(opens, boundary))
-        done = [*self.pages, page.iloc[:cut]]
-        self.pages = [page.iloc[cut:].reset_index(drop=True)]
-        return [pd.concat(done, ignore_index=True)]
+        done = [*self.pages, klines.take(page, slice(None, cut))]
+        self.pages = [klines.take(page, slice(cut, None))]
+        return [_frame(done)]
 
     def _held_before(self, boundary: int) -> bool:
         """Whether the rows held all open before ``boundary`` (they are in time order)."""
-        return int(klines.open_time_ms(self.pages[-1])[-1]) < boundary
+        return int(self.pages[-1]["open_time"][-1]) < boundary
 
     def flush(self) -> list[pd.DataFrame]:
         """Everything still held."""
-        held = [page for page in self.pages if not page.empty]
+        held = [page for page in self.pages if len(page["open_time"])]
         self.pages = []
-        return [pd.concat(held, ignore_index=True)] if held else []
+        return [_frame(held)] if held else []
+
+
+def _frame(pages: list[klines.Columns]) -> pd.DataFrame:
+    """One stored-schema frame of consecutive pages."""
+    return klines.frame_from_columns(klines.concat(pages))
 
 
 def _fetch_or_error(archive: Archive, file: ArchiveFile) -> pd.DataFrame | ArchiveError | None:

@@ -7,6 +7,7 @@ epoch milliseconds, or microseconds in the archive from 2025-01-01 on: both beco
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 import numpy as np
@@ -54,6 +55,22 @@ _FLOAT_FIELDS: Final = (1, 2, 3, 4, 5, 7, 9, 10)
 _MICROSECONDS_FROM: Final = 100_000_000_000_000
 
 
+#: Candles as numpy columns (the stored ``COLUMNS``; times as epoch ms, int64).
+Columns = dict[str, np.ndarray]
+
+
+def take(columns: Columns, index: np.ndarray | slice) -> Columns:
+    """The candles that ``index`` (a mask or a slice) selects."""
+    return {name: values[index] for name, values in columns.items()}
+
+
+def concat(parts: list[Columns]) -> Columns:
+    """The candles of ``parts``, one after the other."""
+    if len(parts) == 1:
+        return parts[0]
+    return {name: np.concatenate([part[name] for part in parts]) for name in COLUMNS}
+
+
 def empty_frame() -> pd.DataFrame:
     """A frame with the stored columns and dtypes, and no rows."""
     return pd.DataFrame({column: pd.Series(dtype=DTYPES[column]) for column in COLUMNS})
@@ -66,18 +83,17 @@ def to_milliseconds(values: np.ndarray) -> np.ndarray:
     return normalized
 
 
-def frame_from_columns(columns: dict[str, np.ndarray]) -> pd.DataFrame:
+def frame_from_columns(columns: Columns) -> pd.DataFrame:
     """The stored frame from raw columns (times as epoch ms or µs integers)."""
     data: dict[str, Any] = {}
     for column in COLUMNS:
         values = columns[column]
-        if column in ("open_time", "close_time"):
-            data[column] = pd.to_datetime(to_milliseconds(values), unit="ms", utc=True).astype(
-                TIME_DTYPE
-            )
+        if column in _TIME_COLUMNS:
+            as_ms = to_milliseconds(values).view("datetime64[ms]")
+            data[column] = pd.DatetimeIndex(as_ms).tz_localize("UTC")
         else:
             data[column] = np.asarray(values, dtype=DTYPES[column])
-    return pd.DataFrame(data)
+    return pd.DataFrame(data, copy=False)
 
 
 def parse_rows(rows: Any, interval: str) -> pd.DataFrame:
@@ -86,29 +102,34 @@ def parse_rows(rows: Any, interval: str) -> pd.DataFrame:
     Raises :class:`InvalidCandle` for any row that does not have 12 fields of Binance's types, or
     that is impossible (see :func:`validate`). Nothing of a batch with a bad row is returned.
     """
+    return frame_from_columns(parse_columns(rows, interval))
+
+
+def parse_columns(rows: Any, interval: str) -> Columns:
+    """Like :func:`parse_rows`, as numpy columns: times as epoch ms (int64), numbers float64."""
     if not isinstance(rows, list):
         raise InvalidCandle(f"klines body is a {type(rows).__name__}, not a list of rows")
     if not rows:
-        return empty_frame()
+        return {column: np.empty(0, _NUMPY_DTYPES[column]) for column in COLUMNS}
     fields = _fields(rows)
     try:
-        raw = {
-            column: np.array(fields[position], dtype=np.float64 if dtype == "float64" else object)
-            for position, (column, dtype) in enumerate(zip(_RAW_ORDER, _RAW_DTYPES, strict=True))
+        columns = {
+            column: np.array(fields[position], dtype=_NUMPY_DTYPES[column])
+            for position, column in enumerate(COLUMNS)
         }
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidCandle(f"a kline field is not a number: {exc}") from None
-    frame = frame_from_columns(
-        {
-            column: (values.astype(np.int64) if values.dtype == object else values)
-            for column, values in raw.items()
-        }
-    )
-    return validate(frame, interval)
+    for column in _TIME_COLUMNS:
+        columns[column] = to_milliseconds(columns[column])
+    validate_columns(columns, interval)
+    return columns
 
 
-_RAW_ORDER: Final = (*COLUMNS,)
-_RAW_DTYPES: Final = tuple("float64" if c in FLOAT_COLUMNS else "int64" for c in COLUMNS)
+_TIME_COLUMNS: Final = ("open_time", "close_time")
+_NUMPY_DTYPES: Final = {
+    column: np.dtype(np.float64 if column in FLOAT_COLUMNS else np.int64) for column in COLUMNS
+}
+_NUMBER_TYPES: Final = frozenset({str, int, float})
 
 
 def _fields(rows: list[Any]) -> list[tuple[Any, ...]]:
@@ -121,8 +142,7 @@ def _fields(rows: list[Any]) -> list[tuple[Any, ...]]:
         _raise_first_bad_row(rows)
     fields = list(zip(*rows, strict=True))
     int_ok = all(set(map(type, fields[position])) == {int} for position in _INT_FIELDS)
-    numbers = {str, int, float}
-    float_ok = all(set(map(type, fields[position])) <= numbers for position in _FLOAT_FIELDS)
+    float_ok = all(set(map(type, fields[position])) <= _NUMBER_TYPES for position in _FLOAT_FIELDS)
     if not (int_ok and float_ok):
         _raise_first_bad_row(rows)
     return fields
@@ -140,49 +160,84 @@ def _check_row_types(index: int, row: Any) -> None:
         if type(row[position]) is not int:
             raise InvalidCandle(f"kline row {index} field {position} is not an integer")
     for position in _FLOAT_FIELDS:
-        if type(row[position]) not in (str, int, float):
+        if type(row[position]) not in _NUMBER_TYPES:
             raise InvalidCandle(f"kline row {index} field {position} is not a number or string")
 
 
 def validate(frame: pd.DataFrame, interval: str) -> pd.DataFrame:
     """Return ``frame`` if every candle is possible and open times strictly increase.
 
+    See :func:`validate_columns` for the checks.
+    """
+    if not frame.empty:
+        validate_columns(columns_of(frame), interval)
+    return frame
+
+
+def columns_of(frame: pd.DataFrame) -> Columns:
+    """The stored frame's columns as numpy arrays, times as epoch ms (no copies where possible)."""
+    return {
+        column: (_epoch_ms(frame[column]) if column in _TIME_COLUMNS else frame[column].to_numpy())
+        for column in COLUMNS
+    }
+
+
+def validate_columns(columns: Columns, interval: str) -> None:
+    """Raise :class:`InvalidCandle` unless every candle is possible and open times increase.
+
     Checks: finite positive prices, high ≥ max(open, close) and ≥ low, low ≤ min(open, close),
     non-negative volumes and trades, open_time aligned to ``interval``, and open_time <
     close_time ≤ the full candle's close (a halted candle may close early).
     """
-    if frame.empty:
-        return frame
-    open_ms = frame["open_time"].to_numpy(dtype="datetime64[ms]").astype(np.int64)
-    close_ms = frame["close_time"].to_numpy(dtype="datetime64[ms]").astype(np.int64)
-    prices = frame[list(PRICE_COLUMNS)].to_numpy(dtype=np.float64)
-    volumes = frame[[c for c in FLOAT_COLUMNS if c not in PRICE_COLUMNS]].to_numpy(np.float64)
-    o, h, lo, c = prices.T
-    checks: list[tuple[str, np.ndarray]] = [
-        (
-            "prices are not finite and positive",
-            ~(np.isfinite(prices).all(axis=1) & (prices > 0).all(axis=1)),
-        ),
-        ("high is below open, close or low", (h < np.maximum(o, c)) | (h < lo)),
-        ("low is above open or close", lo > np.minimum(o, c)),
-        (
-            "a volume is negative or not finite",
-            ~(np.isfinite(volumes) & (volumes >= 0)).all(axis=1),
-        ),
-        ("trades is negative", frame["trades"].to_numpy() < 0),
-        ("open_time is not aligned to the interval", ~_aligned(interval, open_ms)),
-        ("close_time is not after open_time", close_ms <= open_ms),
-        ("close_time is after the candle's end", close_ms > _full_close(interval, open_ms)),
-    ]
-    if len(open_ms) > 1:
-        increasing = np.concatenate([[True], np.diff(open_ms) > 0])
-        checks.append(("open_time does not strictly increase", ~increasing))
-    for problem, bad in checks:
-        if bad.any():
-            first = int(np.argmax(bad))
-            when = pd.Timestamp(int(open_ms[first]), unit="ms", tz="UTC").isoformat()
-            raise InvalidCandle(f"{interval} candle at {when}: {problem}")
-    return frame
+    open_ms, close_ms = columns["open_time"], columns["close_time"]
+    if len(open_ms) == 0:
+        return
+    o, h, lo, c = (columns[name] for name in PRICE_COLUMNS)
+    with np.errstate(invalid="ignore"):
+        checks: list[tuple[str, Callable[[], np.ndarray]]] = [
+            ("prices are not finite and positive", lambda: ~_finite_positive(o, h, lo, c)),
+            ("high is below open, close or low", lambda: (h < o) | (h < c) | (h < lo)),
+            ("low is above open or close", lambda: (lo > o) | (lo > c)),
+            ("a volume is negative or not finite", lambda: ~_volumes_ok(columns)),
+            ("trades is negative", lambda: columns["trades"] < 0),
+            ("open_time is not aligned to the interval", lambda: ~_aligned(interval, open_ms)),
+            ("close_time is not after open_time", lambda: close_ms <= open_ms),
+            ("close_time is after the candle's end", lambda: _closes_late(interval, columns)),
+            ("open_time does not strictly increase", lambda: _not_increasing(open_ms)),
+        ]
+        for problem, find_bad in checks:
+            bad = find_bad()
+            if bad.any():
+                first = int(np.argmax(bad))
+                when = pd.Timestamp(int(open_ms[first]), unit="ms", tz="UTC").isoformat()
+                raise InvalidCandle(f"{interval} candle at {when}: {problem}")
+
+
+def _closes_late(interval: str, columns: Columns) -> np.ndarray:
+    late: np.ndarray = columns["close_time"] > _full_close(interval, columns["open_time"])
+    return late
+
+
+def _finite_positive(*prices: np.ndarray) -> np.ndarray:
+    ok: np.ndarray = np.logical_and.reduce([np.isfinite(p) & (p > 0) for p in prices])
+    return ok
+
+
+def _volumes_ok(columns: Columns) -> np.ndarray:
+    volumes = (columns[name] for name in FLOAT_COLUMNS if name not in PRICE_COLUMNS)
+    ok: np.ndarray = np.logical_and.reduce([np.isfinite(v) & (v >= 0) for v in volumes])
+    return ok
+
+
+def _not_increasing(open_ms: np.ndarray) -> np.ndarray:
+    """True at each open time that is not after the one before it."""
+    bad: np.ndarray = np.concatenate([[False], np.diff(open_ms) <= 0])
+    return bad
+
+
+def _epoch_ms(times: pd.Series) -> np.ndarray:
+    values: np.ndarray = times.to_numpy(dtype="datetime64[ms]").view(np.int64)
+    return values
 
 
 def _aligned(interval: str, open_ms: np.ndarray) -> np.ndarray:
@@ -201,8 +256,7 @@ def _full_close(interval: str, open_ms: np.ndarray) -> np.ndarray:
 
 def open_time_ms(frame: pd.DataFrame) -> np.ndarray:
     """The open times of ``frame`` as epoch milliseconds."""
-    times: np.ndarray = frame["open_time"].to_numpy(dtype="datetime64[ms]").astype(np.int64)
-    return times
+    return _epoch_ms(frame["open_time"])
 
 
 def rows_equal(left: pd.DataFrame, right: pd.DataFrame) -> bool:

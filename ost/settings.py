@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -43,6 +43,11 @@ def split_commas(value: Any) -> list[str]:
     return [str(item).strip() for item in items if str(item).strip()]
 
 
+#: Requests of one stream's backfill in flight at once: 8 hides a 20 ms round trip behind
+#: the client's own work (docs/benchmarks.md); the weight pacer bounds what they spend.
+DEFAULT_MAX_CONCURRENCY: Final = 8
+
+
 class Settings(BaseSettings):
     """Everything configurable, with the defaults of ../shared/CONTRACT.md."""
 
@@ -67,7 +72,7 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=8000, ge=0, le=65535)
     disable_scheduler: bool = False
     #: Added to the contract: how many requests of one stream's backfill run at once.
-    max_concurrency: int = Field(default=4, ge=1, le=64)
+    max_concurrency: int = Field(default=DEFAULT_MAX_CONCURRENCY, ge=1, le=64)
 
     @field_validator("binance_base_urls", mode="before")
     @classmethod

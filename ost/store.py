@@ -34,7 +34,9 @@ and reads and writes only the newest partition, so its cost does not grow with t
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
+import functools
 import hashlib
 import os
 import posixpath
@@ -71,6 +73,9 @@ PARTITION_FILE: Final = "part.parquet"
 TEMP_PREFIX: Final = ".part-"
 TEMP_SUFFIX: Final = ".tmp"
 COMPRESSION: Final = "ZSTD"
+#: Columns whose min/max go in the footer: the times that readers filter on (and that
+#: ``last_open_time`` reads). Statistics of every column cost a third of each write.
+STATISTICS_COLUMNS: Final = ("open_time", "close_time")
 DEFAULT_LOCK_TIMEOUT_S: Final = 600.0
 #: Lock files per stream; a partition takes the one its date falls on.
 LOCK_STRIPES: Final = 16
@@ -212,14 +217,46 @@ warnings.filterwarnings("ignore", "Series.values returning an ndarray", Deprecat
 
 
 def _write_parquet(path: str, frame: pd.DataFrame) -> None:
-    fastparquet.write(
+    """Write ``frame`` (the stored columns, in order) as one Parquet file, fsynced.
+
+    The bytes are those of ``fastparquet.write(path, frame, write_index=False, ...)``, checked
+    by a test; the file metadata comes from a template built once, since the schema never
+    changes, which saves a quarter of each write.
+    """
+    fastparquet.writer.write_simple(
         path,
-        frame,
-        write_index=False,
-        stats=True,
+        _object_labelled(frame),
+        copy.deepcopy(_file_metadata()),
         compression=COMPRESSION,
         open_with=_open_synced,
+        has_nulls=None,
+        append=False,
+        stats=list(STATISTICS_COLUMNS),
     )
+
+
+@functools.cache
+def _file_metadata() -> Any:
+    """The Parquet file metadata of a partition, without row groups (fastparquet's thrift)."""
+    empty = klines.empty_frame()
+    return fastparquet.writer.make_metadata(
+        empty,
+        has_nulls=True,
+        ignore_columns=[],
+        fixed_text=None,
+        object_encoding="infer",
+        times="int64",
+        index_cols=[],
+        partition_cols=[],
+        cols_dtype=empty.columns.dtype,
+    )
+
+
+def _object_labelled(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with plain-object column labels, which fastparquet looks up faster (no copy)."""
+    labelled = frame.copy(deep=False)
+    labelled.columns = pd.Index(klines.COLUMNS, dtype=object)
+    return labelled
 
 
 def replace_atomically(path: str, write_temp: Callable[[str], None]) -> None:
@@ -312,7 +349,7 @@ class CandleStore:
         intervals.check_interval(interval)
         incoming = _checked_incoming(frame, interval)
         added = 0
-        for period, rows in _split_by_partition(interval, incoming):
+        for period, rows in split_by_partition(interval, incoming):
             with self._lock(symbol, interval, period):
                 added += self._merge_partition(symbol, interval, period, rows)
         return added
@@ -459,16 +496,30 @@ def _checked_incoming(frame: pd.DataFrame, interval: str) -> pd.DataFrame:
     problem = _schema_problem(frame)
     if problem:
         raise StoreError(f"cannot store this frame: {problem}")
-    incoming = frame[list(klines.COLUMNS)]
-    if incoming.isna().to_numpy().any():
+    incoming = frame if tuple(frame.columns) == klines.COLUMNS else frame[list(klines.COLUMNS)]
+    columns = klines.columns_of(incoming)
+    if any((columns[name] == _NAT).any() for name in _TIME_COLUMNS) or any(
+        np.isnan(columns[name]).any() for name in klines.FLOAT_COLUMNS
+    ):
         raise StoreError("cannot store this frame: it has missing values")
-    return klines.validate(
-        incoming.sort_values("open_time", kind="stable", ignore_index=True), interval
-    )
+    open_ms = columns["open_time"]
+    if len(open_ms) > 1 and not bool((open_ms[1:] > open_ms[:-1]).all()):
+        incoming = incoming.sort_values("open_time", kind="stable", ignore_index=True)
+        columns = klines.columns_of(incoming)
+    klines.validate_columns(columns, interval)
+    return incoming
+
+
+_TIME_COLUMNS: Final = ("open_time", "close_time")
+_DTYPES: Final = tuple(klines.DTYPES[column] for column in klines.COLUMNS)
+#: A missing timestamp (NaT) as epoch integers.
+_NAT: Final = np.iinfo(np.int64).min
 
 
 def _schema_problem(frame: pd.DataFrame) -> str | None:
     """What is wrong with ``frame``'s columns or dtypes, or None."""
+    if tuple(frame.columns) == klines.COLUMNS and tuple(map(str, frame.dtypes)) == _DTYPES:
+        return None
     columns = set(map(str, frame.columns))
     if columns != set(klines.COLUMNS) or len(frame.columns) != len(klines.COLUMNS):
         missing = sorted(set(klines.COLUMNS) - columns)
@@ -494,7 +545,7 @@ def _range_problem(stored: pd.DataFrame, interval: str, period: dt.date) -> str 
     return None
 
 
-def _split_by_partition(
+def split_by_partition(
     interval: str, frame: pd.DataFrame
 ) -> Iterator[tuple[dt.date, pd.DataFrame]]:
     """The sorted ``frame`` cut into (partition start, rows of that partition)."""

@@ -22,7 +22,14 @@ from candles import FASTPARQUET_VALUES, make_candles
 
 from ost import intervals, klines
 from ost.errors import BadInput, InvalidCandle, StoreCorrupt, StoreError
-from ost.store import LOCK_STRIPES, CandleStore, load_klines, partition_path
+from ost.store import (
+    COMPRESSION,
+    LOCK_STRIPES,
+    STATISTICS_COLUMNS,
+    CandleStore,
+    load_klines,
+    partition_path,
+)
 
 pytestmark = pytest.mark.filterwarnings(FASTPARQUET_VALUES)
 SYMBOL = "BTCUSDT"
@@ -383,13 +390,15 @@ def mangle(frame: pd.DataFrame, how: str) -> pd.DataFrame:
         broken["symbol"] = SYMBOL
     elif how == "null":
         broken.loc[3, "open"] = np.nan
+    elif how == "null_time":
+        broken.loc[3, "close_time"] = pd.NaT
     elif how == "duplicate":
         broken = pd.concat([broken, broken.iloc[[4]]], ignore_index=True)
     return broken
 
 
 @pytest.mark.parametrize(
-    "how", ["float32", "microseconds", "missing", "extra", "null", "duplicate"]
+    "how", ["float32", "microseconds", "missing", "extra", "null", "null_time", "duplicate"]
 )
 def test_malformed_frame_is_refused_before_any_write(
     store: CandleStore, tmp_path: Path, how: str
@@ -398,6 +407,14 @@ def test_malformed_frame_is_refused_before_any_write(
     with pytest.raises((StoreError, InvalidCandle)):
         store.merge(SYMBOL, "1m", mangle(make_candles("1m", T0, 10), how))
     assert not (tmp_path / "klines").exists()
+
+
+def test_a_shuffled_frame_is_stored_in_time_order(store: CandleStore) -> None:
+    """Rows given out of order are stored sorted by open_time, the same candles."""
+    frame = make_candles("1m", T0, 300)
+    shuffled = frame.sample(frac=1.0, random_state=7).reset_index(drop=True)
+    assert store.merge(SYMBOL, "1m", shuffled) == 300
+    assert klines.rows_equal(store.load_klines(SYMBOL, "1m"), frame)
 
 
 def test_empty_frame_writes_nothing(store: CandleStore, tmp_path: Path) -> None:
@@ -532,3 +549,22 @@ def test_file_url_root_is_the_same_store_as_its_path(tmp_path: Path) -> None:
     CandleStore(f"file://{tmp_path}").merge(SYMBOL, "15m", candles)
     assert klines.rows_equal(CandleStore(str(tmp_path)).load_klines(SYMBOL, "15m"), candles)
     assert (tmp_path / "locks").is_dir()
+
+
+def test_partition_files_are_the_bytes_fastparquet_write_makes(store: CandleStore, tmp_path: Path):
+    """The store's template-metadata writer makes exactly the file ``fastparquet.write`` would."""
+    store.merge(SYMBOL, "1m", make_candles("1m", T0, 180))  # across midnight: two files
+    written = sorted((tmp_path / "klines").rglob("part.parquet"))
+    assert len(written) == 2
+    for path in written:
+        stored = store.backend.read(str(path))
+        assert stored is not None
+        reference = tmp_path / "reference.parquet"
+        fastparquet.write(
+            str(reference),
+            stored,
+            write_index=False,
+            stats=list(STATISTICS_COLUMNS),
+            compression=COMPRESSION,
+        )
+        assert path.read_bytes() == reference.read_bytes()

@@ -26,11 +26,14 @@ SYMBOL = "BTCUSDT"
 #: 2024-03-30 21:00 UTC: a 1m series from here spans three day partitions.
 T0 = 1_711_832_400_000
 SERIES_LENGTH = 1800
+#: The SIGKILL test's series: 30 days, so that its writers keep writing (a merge of candles
+#: already stored writes nothing) through every round of kills.
+KILL_SERIES_LENGTH = 30 * 1440
 
 
-def series() -> pd.DataFrame:
+def series(length: int = SERIES_LENGTH) -> pd.DataFrame:
     """The candles every writer of these tests takes its batches from."""
-    return make_candles("1m", T0, SERIES_LENGTH)
+    return make_candles("1m", T0, length)
 
 
 def merge_batches(root: str, batches: list[tuple[int, int]], start: object) -> None:
@@ -45,12 +48,12 @@ def merge_batches(root: str, batches: list[tuple[int, int]], start: object) -> N
 def merge_forever(root: str, log_path: str, seed: int) -> None:
     """Child: merge random slices of the series until killed, logging each one once committed."""
     store = CandleStore(root)
-    candles = series()
+    candles = series(KILL_SERIES_LENGTH)
     rng = random.Random(seed)
     with open(log_path, "a") as log:
         while True:
-            begin = rng.randrange(SERIES_LENGTH)
-            end = min(SERIES_LENGTH, begin + rng.randint(1, 120))
+            begin = rng.randrange(KILL_SERIES_LENGTH)
+            end = min(KILL_SERIES_LENGTH, begin + rng.randint(1, 120))
             store.merge(SYMBOL, "1m", candles.iloc[begin:end])
             log.write(f"{begin} {end}\n")
             log.flush()
@@ -78,7 +81,7 @@ def rows_of_some_variant(loaded: pd.DataFrame, variants: list[pd.DataFrame]) -> 
 
 def committed_rows(log_path: Path) -> np.ndarray:
     """Which rows of the series the log says were merged (complete lines only)."""
-    stored = np.zeros(SERIES_LENGTH, dtype=bool)
+    stored = np.zeros(KILL_SERIES_LENGTH, dtype=bool)
     text = log_path.read_text() if log_path.exists() else ""
     for line in text.splitlines(keepends=True):
         if line.endswith("\n"):
@@ -156,7 +159,7 @@ def test_sigkill_at_any_instant_leaves_the_last_valid_data(tmp_path: Path) -> No
     context.set_forkserver_preload(["ost.store", "candles", "test_store_processes"])
     log_path = tmp_path / "committed.log"
     store_root = tmp_path / "data"
-    candles = series()
+    candles = series(KILL_SERIES_LENGTH)
     rng = random.Random(20261124)
     kills = killed_mid_write = 0
     temps: set[Path] = set()
@@ -178,7 +181,7 @@ def test_sigkill_at_any_instant_leaves_the_last_valid_data(tmp_path: Path) -> No
         stored = np.isin(klines.open_time_ms(candles), klines.open_time_ms(loaded))
         assert stored[committed_rows(log_path)].all()
         assert klines.rows_equal(loaded, candles[stored])
-    assert killed_mid_write > 0
+    assert killed_mid_write > 0, f"{kills} kills, none mid-write"
 
 
 def wait_for_a_commit(log_path: Path, writer: multiprocessing.process.BaseProcess) -> None:

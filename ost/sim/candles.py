@@ -12,6 +12,8 @@ from typing import Any, Final
 
 import numpy as np
 
+from ost.sim import render
+
 #: Archive timestamps are microseconds from this day on (as data.binance.vision switched).
 MICROSECONDS_FROM_MS: Final = 1_735_689_600_000  # 2025-01-01 00:00 UTC
 
@@ -86,6 +88,24 @@ class Candles:
 
     def json_bytes(self) -> bytes:
         """The ``/api/v3/klines`` body: the JSON array of :meth:`rows`, written directly."""
+        if not len(self):
+            return b"[]"
+        body = render.render(self._json_pieces(), len(self))
+        if body is None:
+            return self._json_bytes_one_by_one()
+        return b"[" + body[:-1] + b"]"
+
+    def _json_pieces(self) -> list[render.Piece]:
+        f8, whole = render.Fixed8, render.Int
+        return [
+            b"[", whole(self.open_time), b',"', f8(self.open), b'","', f8(self.high), b'","',
+            f8(self.low), b'","', f8(self.close), b'","', f8(self.volume), b'",',
+            whole(self.close_time), b',"', f8(self.quote_volume), b'",', whole(self.trades),
+            b',"', f8(self.taker_buy_base_volume), b'","', f8(self.taker_buy_quote_volume),
+            b'","0"],',
+        ]  # fmt: skip
+
+    def _json_bytes_one_by_one(self) -> bytes:
         body = ",".join(
             f'[{ot},"{o:.8f}","{h:.8f}","{lo:.8f}","{c:.8f}","{v:.8f}",{ct},"{q:.8f}",'
             f'{n},"{tb:.8f}","{tq:.8f}","0"]'
@@ -95,11 +115,26 @@ class Candles:
 
     def csv_bytes(self) -> bytes:
         """The archive CSV: no header, LF line ends; µs times for candles from 2025-01-01."""
-        open_time = self.open_time
-        close_time = self.close_time
-        micro = open_time >= MICROSECONDS_FROM_MS
-        open_out = np.where(micro, open_time * 1000, open_time)
-        close_out = np.where(micro, close_time * 1000 + 999, close_time)
+        micro = self.open_time >= MICROSECONDS_FROM_MS
+        open_out = np.where(micro, self.open_time * 1000, self.open_time)
+        close_out = np.where(micro, self.close_time * 1000 + 999, self.close_time)
+        if not len(self):
+            return b""
+        body = render.render(self._csv_pieces(open_out, close_out), len(self))
+        if body is None:
+            return self._csv_bytes_one_by_one(open_out, close_out)
+        return body
+
+    def _csv_pieces(self, open_out: np.ndarray, close_out: np.ndarray) -> list[render.Piece]:
+        f8, whole = render.Fixed8, render.Int
+        return [
+            whole(open_out), b",", f8(self.open), b",", f8(self.high), b",", f8(self.low), b",",
+            f8(self.close), b",", f8(self.volume), b",", whole(close_out), b",",
+            f8(self.quote_volume), b",", whole(self.trades), b",", f8(self.taker_buy_base_volume),
+            b",", f8(self.taker_buy_quote_volume), b",0\n",
+        ]  # fmt: skip
+
+    def _csv_bytes_one_by_one(self, open_out: np.ndarray, close_out: np.ndarray) -> bytes:
         columns = list(self._columns())
         columns[0] = open_out.tolist()
         columns[6] = close_out.tolist()
