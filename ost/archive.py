@@ -112,6 +112,14 @@ class Archive:
 
         Raises :class:`ArchiveError` for anything else that is wrong (see the module docstring).
         """
+        data = self.download(file)
+        return None if data is None else parse_zip(data, file)
+
+    def download(self, file: ArchiveFile) -> bytes | None:
+        """The file's zip, checked against its ``.CHECKSUM``; None if the archive lacks either.
+
+        Parse it with :func:`parse_zip`. Raises :class:`ArchiveError` like :meth:`fetch`.
+        """
         url = file.url(self.base_url)
         checksum = self._download(url + ".CHECKSUM")
         if checksum is None:
@@ -123,7 +131,7 @@ class Archive:
         actual = hashlib.sha256(data).hexdigest()
         if actual != expected:
             raise ArchiveError(f"{file.name} fails its checksum: sha256 {actual}, not {expected}")
-        return parse_zip(data, file)
+        return data
 
     def _download(self, url: str) -> bytes | None:
         """The body at ``url``; None for a 404. Transport errors and 5xx are retried."""
