@@ -113,7 +113,7 @@ def _fixed8(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Integer part and 8 decimals, as ``format(x, ".8f")`` rounds them; None if unsure.
 
     A float is ``M * 2**-s`` for an integer ``M``. Where ``s`` is at most 29 (values from
-    2**24 up) the decimals come from integers alone, exactly, rounding half to even as Python
+    2**23 up) the decimals come from integers alone, exactly, rounding half to even as Python
     does. Below, ``(x - floor(x)) * 10**8`` in floating point is within ``_TIE_MARGIN`` of the
     exact value, so its rounding is kept unless it sits that close to a tie.
     """
