@@ -277,7 +277,7 @@ def ost_backfill(sim: SimHandle, root: Path, start_ms: int, end_ms: int, source:
     assert result.ok
 
 
-CCXT_REPEATS = 3
+CCXT_REPEATS = 5
 
 
 def bench_against_ccxt(sim: SimHandle, scratch: Path) -> list[Row]:
