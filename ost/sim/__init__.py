@@ -4,7 +4,8 @@
 * :func:`ost.sim.server.running_sim` — the server in a thread, for tests;
 * :func:`ost.sim.server.serve_cli` — the server, blocking, for ``ost sim``;
 * :mod:`ost.sim.faults` — fault kinds and their SPEC syntax;
-* :mod:`ost.sim.archive` — archive paths and when files are published.
+* :mod:`ost.sim.archive` — archive paths and when files are published;
+* :mod:`ost.sim.render` — the JSON and CSV bodies, rendered with numpy, byte for byte.
 
 Importing this package does not start anything (and never imports Prefect).
 """
