@@ -47,6 +47,7 @@ def backfill(
         end_ms=unmapped(end_ms),
         source=unmapped(source),
         progress_artifact=unmapped(artifact),
+        streams_at_once=unmapped(min(len(streams), MAX_PARALLEL_STREAMS)),
     )
     rows, failed = [], []
     for (symbol, each), future in zip(streams, futures, strict=True):

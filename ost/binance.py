@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import ssl
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -83,10 +84,15 @@ class RequestLog:
 
     answers: Counter[tuple[str, str]] = field(default_factory=Counter)
     used_weight: int | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def count(self, base_url: str, status: str) -> None:
-        """Count one answer (or ``"error"`` for a transport failure) from ``base_url``."""
-        self.answers[(base_url, status)] += 1
+        """Count one answer (or ``"error"`` for a transport failure) from ``base_url``.
+
+        Requests of a backfill run in several threads, and ``+=`` on a Counter is not atomic.
+        """
+        with self._lock:
+            self.answers[(base_url, status)] += 1
 
 
 @dataclass(frozen=True)

@@ -87,8 +87,12 @@ class Runtime:
         *,
         source: str,
         progress: Progress | None = None,
+        streams_at_once: int = 1,
     ) -> BackfillResult:
-        """Backfill one stream and record what it wrote; raise on failure."""
+        """Backfill one stream and record what it wrote; raise on failure.
+
+        ``streams_at_once`` streams share ``OST_MAX_CONCURRENCY`` requests in flight.
+        """
         try:
             result = backfill_stream(
                 self.client,
@@ -100,7 +104,7 @@ class Runtime:
                 source=source,
                 archive_base_url=self.settings.archive_base_url,
                 progress=progress,
-                workers=self.settings.max_concurrency,
+                workers=max(1, self.settings.max_concurrency // max(1, streams_at_once)),
             )
         finally:
             self.ledger.record_requests(self.client.log)

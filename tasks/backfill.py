@@ -20,8 +20,12 @@ def backfill_stream_task(
     end_ms: int,
     source: str,
     progress_artifact: UUID | None = None,
+    streams_at_once: int = 1,
 ) -> dict[str, Any]:
-    """Backfill one stream; the task fails when the stream fails (no Prefect retries)."""
+    """Backfill one stream; the task fails when the stream fails (no Prefect retries).
+
+    ``streams_at_once`` tasks of the run share ``OST_MAX_CONCURRENCY`` requests in flight.
+    """
     progress = SharedProgress.get(progress_artifact)
     result = current_runtime().backfill(
         symbol,
@@ -30,6 +34,7 @@ def backfill_stream_task(
         end_ms,
         source=source,
         progress=progress.reporter(symbol, interval) if progress else None,
+        streams_at_once=streams_at_once,
     )
     return {
         "symbol": result.symbol,

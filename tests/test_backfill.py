@@ -256,6 +256,26 @@ def test_multi_stream_backfill_reports_a_failed_stream_and_goes_on(
     assert calls[-1] == ("BTCUSDT", "1h", 48, 48)
 
 
+def test_streams_overlap_within_the_bound_on_requests_in_flight(
+    sim: SimHandle, client: BinanceClient, tmp_path: Path
+) -> None:
+    """Six short streams run several at once, never more than ``workers`` requests in flight."""
+    store = new_store(tmp_path)
+    start, end = parse_time("2024-06-01"), parse_time("2024-06-21")
+    streams = [(s, i) for s in ("BTCUSDT", "ETHUSDT") for i in ("15m", "1h", "1d")]
+    client.sync_time()
+    sim.configure(latency_ms=100)  # each stream alone would keep one request in flight
+    sim.reset()
+    results = backfill(client, store, streams, start, end, source="api", workers=4)
+    sim.configure(latency_ms=0)
+    assert [(r.symbol, r.interval) for r in results] == streams
+    assert all(r.ok for r in results)
+    assert 1 < sim.stats()["max_in_flight"] <= 4
+    for symbol, interval in streams:
+        stored = store.load_klines(symbol, interval, start, end)
+        assert klines.rows_equal(stored, reference(sim, symbol, interval, start, end))
+
+
 # ---- the archive ----------------------------------------------------------------------------
 
 

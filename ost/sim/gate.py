@@ -52,6 +52,15 @@ class Gate:
             await self.app(scope, receive, send)
             return
         state = self.state
+        state.in_flight += 1
+        state.max_in_flight = max(state.max_in_flight, state.in_flight)
+        try:
+            await self._gated(scope, receive, send, path)
+        finally:
+            state.in_flight -= 1
+
+    async def _gated(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        state = self.state
         key = stats_key(path)
         if state.config.latency_ms:
             await asyncio.sleep(state.config.latency_ms / 1000)

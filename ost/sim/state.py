@@ -26,6 +26,9 @@ class SimState:
         self.requests: Counter[tuple[str, str]] = Counter()
         self.refused_429 = 0
         self.banned_418 = 0
+        #: API and archive requests being served now (latency included), and the most at once.
+        self.in_flight = 0
+        self.max_in_flight = 0
         #: Set when the server is stopping: slow faults stop sleeping.
         self.stopping = False
         self._apply_limits()
@@ -68,6 +71,7 @@ class SimState:
         self.requests.clear()
         self.refused_429 = 0
         self.banned_418 = 0
+        self.max_in_flight = self.in_flight
         self.faults.fired.clear()
         self.limiter.reset()
 
@@ -83,6 +87,7 @@ class SimState:
             "total": sum(self.requests.values()),
             "status_429": self.refused_429,
             "status_418": self.banned_418,
+            "max_in_flight": self.max_in_flight,
             "weight_used": {ip: self.limiter.used(ip, now) for ip in sorted(self.limiter.clients)},
             "weight_limit": self.config.weight_limit,
             "weight_window_s": self.config.weight_window_s,
