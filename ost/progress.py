@@ -28,7 +28,8 @@ def terminal_progress(
     tasks = {stream: bars.add_task(f"{stream[0]} {stream[1]}", total=None) for stream in streams}
 
     def progress(symbol: str, interval: str, done: int, total: int) -> None:
-        bars.update(tasks[(symbol, interval)], completed=done, total=max(total, 1))
+        # A stream with nothing missing is complete, not at 0 of 1.
+        bars.update(tasks[(symbol, interval)], completed=done if total else 1, total=max(total, 1))
 
     with bars:
         yield progress
