@@ -92,7 +92,6 @@ MONTHLY_MIN_DAY_SHARE: Final = 0.5
 MONTHLY_MAX_CANDLES: Final = 100_000
 #: An exchange-side gap is recorded only once it ended this long ago by Binance's clock.
 SETTLE_MS: Final = intervals.MINUTE_MS
-#: Archive files downloaded at once.
 #: Streams one :func:`backfill` runs at once. Many short streams (``--interval all --days 1``)
 #: are bound by round trips, so they overlap; more than 4 would only add parse threads.
 STREAMS_AT_ONCE: Final = 4
@@ -440,8 +439,8 @@ class _Run:
     ) -> list[Range]:
         """Store what ``files`` hold of ``todo``; the ranges still missing afterwards.
 
-        Files are downloaded ``workers`` ahead and their partitions written by a pool of as
-        many writers, so downloads, parsing and fsyncs overlap.
+        Files are downloaded ``workers`` at once and their partitions written by ``WRITERS``
+        threads, so downloads, parsing and fsyncs overlap.
         """
         filled: list[Range] = []
         fetched = contextlib.closing(self._fetch_all(archive, files, todo, workers))
