@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import os
 import platform
 import statistics
@@ -383,7 +384,7 @@ def bench_many_streams(sim: SimHandle, scratch: Path) -> Row:
     streams = [
         (symbol, interval) for symbol in BENCH_SYMBOLS for interval in ("1m", *BENCH_INTERVALS)
     ]
-    runs = iter(range(1_000_000))
+    runs = itertools.count()
 
     def one_by_one() -> None:
         root = CandleStore(str(scratch / f"one-{next(runs)}"))

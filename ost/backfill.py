@@ -208,18 +208,32 @@ def backfill(
 
     def run(stream: tuple[str, str]) -> BackfillResult:
         symbol, interval = stream
-        return _backfill_or_report(
-            client,
-            store,
-            symbol,
-            interval,
-            start_ms=start_ms,
-            end_ms=end_ms,
-            source=chosen,
-            archive_base_url=archive_base_url,
-            progress=_bind_progress(progress, symbol, interval),
-            workers=max(1, workers // at_once),
-        )
+        started = time.perf_counter()
+        try:
+            return backfill_stream(
+                client,
+                store,
+                symbol,
+                interval,
+                start_ms,
+                end_ms,
+                source=chosen,
+                archive_base_url=archive_base_url,
+                progress=_bind_progress(progress, symbol, interval),
+                workers=max(1, workers // at_once),
+            )
+        except OstError as exc:
+            return BackfillResult(
+                symbol,
+                interval,
+                start_ms,
+                end_ms,
+                chosen,
+                ok=False,
+                seconds=time.perf_counter() - started,
+                reason=exc.reason,
+                error=str(exc),
+            )
 
     results = []
     with contextlib.closing(in_order_concurrently(run, streams, at_once)) as outcomes:
@@ -228,47 +242,6 @@ def backfill(
                 on_result(result)
             results.append(result)
     return results
-
-
-def _backfill_or_report(
-    client: BinanceClient,
-    store: CandleStore,
-    symbol: str,
-    interval: str,
-    *,
-    start_ms: int,
-    end_ms: int,
-    source: str,
-    archive_base_url: str | None,
-    progress: Progress | None,
-    workers: int,
-) -> BackfillResult:
-    started = time.perf_counter()
-    try:
-        return backfill_stream(
-            client,
-            store,
-            symbol,
-            interval,
-            start_ms,
-            end_ms,
-            source=source,
-            archive_base_url=archive_base_url,
-            progress=progress,
-            workers=workers,
-        )
-    except OstError as exc:
-        return BackfillResult(
-            symbol,
-            interval,
-            start_ms,
-            end_ms,
-            source,
-            ok=False,
-            seconds=time.perf_counter() - started,
-            reason=exc.reason,
-            error=str(exc),
-        )
 
 
 def _bind_progress(progress: StreamProgress | None, symbol: str, interval: str) -> Progress | None:

@@ -42,6 +42,8 @@ COLUMNS: Final = (
     "taker_buy_quote_volume",
 )
 TIME_DTYPE: Final = "datetime64[ms, UTC]"
+#: The columns that hold times (epoch ms in :data:`Columns`, ``TIME_DTYPE`` in frames).
+TIME_COLUMNS: Final = ("open_time", "close_time")
 DTYPES: Final[dict[str, str]] = {
     **dict.fromkeys(FLOAT_COLUMNS, "float64"),
     "open_time": TIME_DTYPE,
@@ -88,7 +90,7 @@ def frame_from_columns(columns: Columns) -> pd.DataFrame:
     data: dict[str, Any] = {}
     for column in COLUMNS:
         values = columns[column]
-        if column in _TIME_COLUMNS:
+        if column in TIME_COLUMNS:
             as_ms = to_milliseconds(values).view("datetime64[ms]")
             data[column] = pd.DatetimeIndex(as_ms).tz_localize("UTC")
         else:
@@ -119,13 +121,12 @@ def parse_columns(rows: Any, interval: str) -> Columns:
         }
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidCandle(f"a kline field is not a number: {exc}") from None
-    for column in _TIME_COLUMNS:
+    for column in TIME_COLUMNS:
         columns[column] = to_milliseconds(columns[column])
     validate_columns(columns, interval)
     return columns
 
 
-_TIME_COLUMNS: Final = ("open_time", "close_time")
 _NUMPY_DTYPES: Final = {
     column: np.dtype(np.float64 if column in FLOAT_COLUMNS else np.int64) for column in COLUMNS
 }
@@ -177,7 +178,7 @@ def validate(frame: pd.DataFrame, interval: str) -> pd.DataFrame:
 def columns_of(frame: pd.DataFrame) -> Columns:
     """The stored frame's columns as numpy arrays, times as epoch ms (no copies where possible)."""
     return {
-        column: (_epoch_ms(frame[column]) if column in _TIME_COLUMNS else frame[column].to_numpy())
+        column: (_epoch_ms(frame[column]) if column in TIME_COLUMNS else frame[column].to_numpy())
         for column in COLUMNS
     }
 
@@ -193,39 +194,39 @@ def validate_columns(columns: Columns, interval: str) -> None:
     if len(open_ms) == 0:
         return
     o, h, lo, c = (columns[name] for name in PRICE_COLUMNS)
+    volumes = [columns[name] for name in FLOAT_COLUMNS if name not in PRICE_COLUMNS]
     with np.errstate(invalid="ignore"):
-        checks: list[tuple[str, Callable[[], np.ndarray]]] = [
-            ("prices are not finite and positive", lambda: ~_finite_positive(o, h, lo, c)),
-            ("high is below open, close or low", lambda: (h < o) | (h < c) | (h < lo)),
-            ("low is above open or close", lambda: (lo > o) | (lo > c)),
-            ("a volume is negative or not finite", lambda: ~_volumes_ok(columns)),
-            ("trades is negative", lambda: columns["trades"] < 0),
-            ("open_time is not aligned to the interval", lambda: ~_aligned(interval, open_ms)),
-            ("close_time is not after open_time", lambda: close_ms <= open_ms),
-            ("close_time is after the candle's end", lambda: _closes_late(interval, columns)),
-            ("open_time does not strictly increase", lambda: _not_increasing(open_ms)),
+        checks = [
+            ("prices are not finite and positive", ~_all_of(o, h, lo, c, ok=_finite_positive)),
+            ("high is below open, close or low", (h < o) | (h < c) | (h < lo)),
+            ("low is above open or close", (lo > o) | (lo > c)),
+            ("a volume is negative or not finite", ~_all_of(*volumes, ok=_finite_non_negative)),
+            ("trades is negative", columns["trades"] < 0),
+            ("open_time is not aligned to the interval", ~_aligned(interval, open_ms)),
+            ("close_time is not after open_time", close_ms <= open_ms),
+            ("close_time is after the candle's end", close_ms > _full_close(interval, open_ms)),
+            ("open_time does not strictly increase", _not_increasing(open_ms)),
         ]
-        for problem, find_bad in checks:
-            bad = find_bad()
-            if bad.any():
-                first = int(np.argmax(bad))
-                when = pd.Timestamp(int(open_ms[first]), unit="ms", tz="UTC").isoformat()
-                raise InvalidCandle(f"{interval} candle at {when}: {problem}")
+    for problem, bad in checks:
+        if bad.any():
+            first = int(np.argmax(bad))
+            when = pd.Timestamp(int(open_ms[first]), unit="ms", tz="UTC").isoformat()
+            raise InvalidCandle(f"{interval} candle at {when}: {problem}")
 
 
-def _closes_late(interval: str, columns: Columns) -> np.ndarray:
-    late: np.ndarray = columns["close_time"] > _full_close(interval, columns["open_time"])
-    return late
+def _all_of(*arrays: np.ndarray, ok: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Per candle, whether ``ok`` holds for every one of ``arrays``."""
+    every: np.ndarray = np.logical_and.reduce([ok(values) for values in arrays])
+    return every
 
 
-def _finite_positive(*prices: np.ndarray) -> np.ndarray:
-    ok: np.ndarray = np.logical_and.reduce([np.isfinite(p) & (p > 0) for p in prices])
+def _finite_positive(values: np.ndarray) -> np.ndarray:
+    ok: np.ndarray = np.isfinite(values) & (values > 0)
     return ok
 
 
-def _volumes_ok(columns: Columns) -> np.ndarray:
-    volumes = (columns[name] for name in FLOAT_COLUMNS if name not in PRICE_COLUMNS)
-    ok: np.ndarray = np.logical_and.reduce([np.isfinite(v) & (v >= 0) for v in volumes])
+def _finite_non_negative(values: np.ndarray) -> np.ndarray:
+    ok: np.ndarray = np.isfinite(values) & (values >= 0)
     return ok
 
 

@@ -498,7 +498,7 @@ def _checked_incoming(frame: pd.DataFrame, interval: str) -> pd.DataFrame:
         raise StoreError(f"cannot store this frame: {problem}")
     incoming = frame if tuple(frame.columns) == klines.COLUMNS else frame[list(klines.COLUMNS)]
     columns = klines.columns_of(incoming)
-    if any((columns[name] == _NAT).any() for name in _TIME_COLUMNS) or any(
+    if any((columns[name] == _NAT).any() for name in klines.TIME_COLUMNS) or any(
         np.isnan(columns[name]).any() for name in klines.FLOAT_COLUMNS
     ):
         raise StoreError("cannot store this frame: it has missing values")
@@ -510,7 +510,6 @@ def _checked_incoming(frame: pd.DataFrame, interval: str) -> pd.DataFrame:
     return incoming
 
 
-_TIME_COLUMNS: Final = ("open_time", "close_time")
 _DTYPES: Final = tuple(klines.DTYPES[column] for column in klines.COLUMNS)
 #: A missing timestamp (NaT) as epoch integers.
 _NAT: Final = np.iinfo(np.int64).min

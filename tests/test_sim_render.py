@@ -39,6 +39,26 @@ def test_render_equals_f_strings_or_declines(rows: list[tuple[float, int, float]
     assert rendered is None or rendered == expected
 
 
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 10**17).map(lambda n: n / 10**8),
+            st.integers(0, 2**62),
+            st.floats(0, 1e15),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_binance_like_values_always_render(rows: list[tuple[float, int, float]]):
+    """8-decimal values, integers, and floats away from a rounding tie always render, exactly."""
+    first, whole, last = (np.array(column) for column in zip(*rows, strict=True))
+    last = np.where(np.abs((last * 1e8) % 1 - 0.5) < 1e-3, np.floor(last), last)
+    pieces = [Fixed8(first), b",", Int(whole.astype(np.int64)), b",", Fixed8(last), b";"]
+    expected = "".join(f"{a:.8f},{n},{b:.8f};" for a, n, b in zip(first, whole, last, strict=True)).encode()
+    assert render(pieces, len(rows)) == expected
+
+
 def test_typical_values_take_the_vectorized_path():
     """Prices on a tick grid and 8-decimal volumes never fall back to one-by-one formatting."""
     prices = np.round(np.linspace(0.01, 120_000, 1000), 2)
@@ -61,6 +81,7 @@ def test_klines_bodies_are_the_json_of_their_rows(symbol: str, interval: str, st
     """A klines body is byte for byte orjson's rendering of Binance's rows."""
     candles = market.page(symbol, interval, NOW, start_time=start, limit=1000)
     assert len(candles) > 0
+    assert render(candles._json_pieces(), len(candles)) is not None  # not the fallback
     assert candles.json_bytes() == orjson.dumps(candles.rows())
 
 
@@ -70,6 +91,7 @@ def test_archive_csv_is_the_line_by_line_csv(start: int):
     candles = market.candles("BTCUSDT", "1m", start, start + 1000 * intervals.MINUTE_MS, NOW)
     micro = candles.open_time >= MICROSECONDS_FROM_MS
     assert micro.any() == (start == MICRO_EDGE)
+    assert render(candles._csv_pieces(candles.open_time, candles.close_time), len(candles))
     open_out = np.where(micro, candles.open_time * 1000, candles.open_time)
     close_out = np.where(micro, candles.close_time * 1000 + 999, candles.close_time)
     assert candles.csv_bytes() == candles._csv_bytes_one_by_one(open_out, close_out)

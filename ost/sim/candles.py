@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Final
 
 import numpy as np
+import orjson
 
 from ost.sim import render
 
@@ -106,12 +107,7 @@ class Candles:
         ]  # fmt: skip
 
     def _json_bytes_one_by_one(self) -> bytes:
-        body = ",".join(
-            f'[{ot},"{o:.8f}","{h:.8f}","{lo:.8f}","{c:.8f}","{v:.8f}",{ct},"{q:.8f}",'
-            f'{n},"{tb:.8f}","{tq:.8f}","0"]'
-            for ot, o, h, lo, c, v, ct, q, n, tb, tq in zip(*self._columns(), strict=True)
-        )
-        return f"[{body}]".encode()
+        return orjson.dumps(self.rows())
 
     def csv_bytes(self) -> bytes:
         """The archive CSV: no header, LF line ends; µs times for candles from 2025-01-01."""
