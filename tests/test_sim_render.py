@@ -55,7 +55,9 @@ def test_binance_like_values_always_render(rows: list[tuple[float, int, float]])
     first, whole, last = (np.array(column) for column in zip(*rows, strict=True))
     last = np.where(np.abs((last * 1e8) % 1 - 0.5) < 1e-3, np.floor(last), last)
     pieces = [Fixed8(first), b",", Int(whole.astype(np.int64)), b",", Fixed8(last), b";"]
-    expected = "".join(f"{a:.8f},{n},{b:.8f};" for a, n, b in zip(first, whole, last, strict=True)).encode()
+    expected = "".join(
+        f"{a:.8f},{n},{b:.8f};" for a, n, b in zip(first, whole, last, strict=True)
+    ).encode()
     assert render(pieces, len(rows)) == expected
 
 
