@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Final
 
 import httpx
 
@@ -38,6 +39,26 @@ class Stack:
     env: dict[str, str]
     say: Say
     children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    _handlers: dict[int, Any] = field(default_factory=dict)
+
+    def __enter__(self) -> Stack:
+        """Make SIGTERM and SIGHUP interrupt like Ctrl-C (``kill``, a closed terminal).
+
+        The children run in sessions of their own, so no signal reaches them but the ones
+        :meth:`stop` sends: leaving by any of these signals must still stop them.
+        """
+        for sig in _TERMINATING:
+            self._handlers[sig] = signal.signal(sig, _interrupt)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Stop every child, then restore the signal handlers."""
+        try:
+            self.stop()
+        finally:
+            for sig, handler in self._handlers.items():
+                signal.signal(sig, handler)
+            self._handlers.clear()
 
     def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         """Start a child in its own session with SIGINT at its default."""
@@ -66,15 +87,27 @@ class Stack:
     def stop(self) -> None:
         """Stop every child, newest first: SIGINT, then SIGTERM, then SIGKILL.
 
-        A second Ctrl-C (``uv run`` forwards one too) must not cut the shutdown short.
+        A second Ctrl-C (``uv run`` forwards one too) or a SIGTERM must not cut the shutdown
+        short.
         """
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        previous = {
+            sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, *_TERMINATING)
+        }
         try:
             for name, child in reversed(self.children):
                 _stop(name, child, self.say)
             self.children.clear()
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+#: Signals that end ``ost up`` as Ctrl-C does.
+_TERMINATING: Final = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _default_sigint() -> None:
@@ -143,8 +176,7 @@ def _prefect(*args: str) -> list[str]:
 def running_stack(simulate: bool, sim_port: int, say: Say) -> Iterator[Stack]:
     """Bring the stack up, yield it, and stop everything it started on the way out."""
     env, own_server = stack_env(simulate, sim_port)
-    stack = Stack(env, say)
-    try:
+    with Stack(env, say) as stack:
         if simulate:
             stack.start("simulator", _ost("sim", "--port", str(sim_port)))
             wait_for(f"http://127.0.0.1:{sim_port}/api/v3/ping", "the simulator")
@@ -160,8 +192,6 @@ def running_stack(simulate: bool, sim_port: int, say: Say) -> Iterator[Stack]:
         )
         stack.start("metrics", _ost("metrics"))
         yield stack
-    finally:
-        stack.stop()
 
 
 def deploy(stack: Stack) -> None:
