@@ -285,7 +285,7 @@ def up(
 
     from rich.console import Console
 
-    from ost.stack import running_stack
+    from ost.stack import running_stack, wait_for
 
     settings = _settings()
     console = Console()
@@ -297,6 +297,7 @@ def up(
         with running_stack(simulate, sim_port, say) as stack:
             ui = stack.env["PREFECT_API_URL"].removesuffix("/api")
             metrics = f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+            wait_for(metrics.removesuffix("metrics") + "healthz", "ost metrics")
             console.print(
                 f"\n[bold green]ost-ingest is up.[/] Prefect UI: {ui}   metrics: {metrics}\n"
                 f"Try, in another terminal:\n"
