@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.dataset as ds
 import pytest
+from commands import ost
 from test_ingest import NOW
 
 from ost import intervals, klines
@@ -38,18 +39,6 @@ def ost_env(sim: SimHandle, data_dir: Path, **extra: str) -> dict[str, str]:
         }
     )
     return env
-
-
-def ost(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run `ost ARGS` to completion."""
-    return subprocess.run(
-        [sys.executable, "-m", "ost.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize(

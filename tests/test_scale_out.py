@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 import typer.main
+from commands import ost
 from prometheus_client.parser import text_string_to_metric_families
 from test_cli_ingest import ost_env, read_everywhere
 from test_ingest import NOW
@@ -180,18 +181,6 @@ def test_systemd_analyze_verifies_the_units(tmp_path: Path) -> None:
 
 
 # ---- the store on an fsspec URL ----------------------------------------------------------------
-
-
-def ost(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run `ost ARGS` to completion."""
-    return subprocess.run(
-        [sys.executable, "-m", "ost.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize(
