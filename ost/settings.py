@@ -49,7 +49,7 @@ DEFAULT_MAX_CONCURRENCY: Final = 8
 
 
 class Settings(BaseSettings):
-    """Everything configurable, with the defaults of ../shared/CONTRACT.md."""
+    """Everything configurable, with the defaults of the interface (docs/CONTRACT.md)."""
 
     model_config = SettingsConfigDict(
         env_prefix="OST_", env_file=".env", extra="ignore", frozen=True

@@ -1,12 +1,12 @@
 """Real BTCUSDT 1m candles served on their days, and the exchange-side gaps around them.
 
-The CSVs are data.binance.vision daily files (see ``/work/shared/realdata/README.md``), read
-lazily, once. Each *span* is a stretch of time where the simulator serves real data instead of
+The CSVs are data.binance.vision daily files, shipped with the simulator in ``ost/sim/data/``
+(its ``README.md`` names their sources and SHA-256 sums), read lazily, once. Each *span* is a stretch of time where the simulator serves real data instead of
 synthetic: the real 1m candles inside it and nothing else. Minutes of a span without a real
 candle are exchange-side gaps: Binance's 2018-02-08 outage (after 00:28 until 2018-02-09 10:00)
 and the 2023-03-24 trading halt (12:40 to 13:59).
 
-The directory is ``$OST_SIM_REALDATA_DIR``, by default ``../shared/realdata`` beside the checkout.
+The directory is ``ost/sim/data/`` inside the package; ``$OST_SIM_REALDATA_DIR`` overrides it.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import numpy as np
 from ost.sim.candles import Candles
 from ost.sim.symbols import utc_ms
 
-#: ``shared/realdata`` beside the checkout (where the workplace and CI put it).
-DEFAULT_DIR: Final = Path(__file__).resolve().parents[3] / "shared" / "realdata"
+#: The simulator's own copy of the real candles, inside the package.
+DEFAULT_DIR: Final = Path(__file__).resolve().parent / "data"
 ENV_DIR: Final = "OST_SIM_REALDATA_DIR"
 _MICROSECONDS_FROM: Final = 100_000_000_000_000
 
