@@ -13,6 +13,7 @@ from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from ost.args import streams_and_range
+from ost.intervals import ALL, IntervalChoice
 from ost.runtime import current_runtime
 from tasks.backfill import backfill_stream_task
 
@@ -26,20 +27,22 @@ TASK_RUNNER: Any = ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_STREAMS)
 
 @flow(name="backfill", task_runner=TASK_RUNNER)
 def backfill(
-    interval: str = "all",
+    interval: IntervalChoice = ALL,
     days: float | None = 1,
     start: dt.datetime | None = None,
     end: dt.datetime | None = None,
     symbols: list[str] | None = None,
     source: Literal["api", "archive", "auto"] = "auto",
 ) -> State[Any]:
-    """Backfill ``interval`` ("all" or e.g. "1h,1d") over ``days`` back, or ``start``to``end``.
+    """Backfill ``interval`` (one, or "all") over ``days`` back, or ``start``to``end``.
 
     With ``start`` given, ``days`` is ignored. Already stored candles are skipped, so a run that
     was killed resumes where it stopped when started again.
     """
     streams, start_ms, end_ms = streams_and_range_of(interval, days, start, end, symbols)
-    artifact = create_progress_artifact(0.0, description="candles backfilled")
+    artifact = create_progress_artifact(
+        0.0, key="backfill-progress", description="candles backfilled"
+    )
     futures = backfill_stream_task.map(
         symbol=[symbol for symbol, _ in streams],
         interval=[each for _, each in streams],

@@ -11,6 +11,7 @@ from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
 
 from flows.backfill import streams_and_range_of
+from ost.intervals import IntervalChoice
 from ost.runtime import current_runtime
 
 EXIT_OK, EXIT_ERROR, EXIT_GAPS = 0, 1, 3
@@ -18,7 +19,7 @@ EXIT_OK, EXIT_ERROR, EXIT_GAPS = 0, 1, 3
 
 @flow(name="check-gaps")
 def check_gaps(
-    interval: str = "1d",
+    interval: IntervalChoice = "1d",
     days: float | None = 7,
     start: dt.datetime | None = None,
     end: dt.datetime | None = None,

@@ -24,7 +24,7 @@ def parse_symbols(text: str | None, settings: Settings) -> list[str]:
 
 def parse_intervals(text: str | None, settings: Settings) -> list[str]:
     """``1h,1d`` or ``all`` as a checked list; None and ``all`` mean ``OST_INTERVALS``."""
-    if text is None or text.strip() == "all":
+    if text is None or text.strip() == intervals.ALL:
         return list(settings.intervals)
     chosen = [intervals.check_interval(interval) for interval in split_commas(text)]
     if not chosen:

@@ -15,6 +15,7 @@ The transport is injectable (``httpx.Client(transport=...)``) and nothing here i
 from __future__ import annotations
 
 import functools
+import logging
 import ssl
 import threading
 import time
@@ -27,6 +28,7 @@ import httpx
 import orjson
 import pandas as pd
 import stamina
+from stamina.instrumentation import RetryDetails, set_on_retry_hooks
 
 from ost import intervals, klines
 from ost.errors import (
@@ -58,6 +60,28 @@ def retry_hook(exc: Exception) -> bool | float:
     if isinstance(exc, InvalidCandle | BinanceRejected):
         return False
     return isinstance(exc, BinanceUnavailable | BadPayload)
+
+
+RETRY_LOG: Final = logging.getLogger("ost.retry")
+
+
+def log_retry(details: RetryDetails) -> None:
+    """One readable line per scheduled retry: when, which retry, and why.
+
+    stamina's own logging hook puts everything in ``extra`` and logs the bare event name
+    ``stamina.retry_scheduled``, which is all a plain handler (or none) shows.
+    """
+    cause = details.caused_by
+    RETRY_LOG.warning(
+        "retry %d in %.1f s after %s: %s",
+        details.retry_num,
+        details.wait_for,
+        type(cause).__name__,
+        cause,
+    )
+
+
+set_on_retry_hooks([log_retry])
 
 
 def attempts(

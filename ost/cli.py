@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from ost.backfill import BackfillResult
     from ost.ingest import StreamOutcome
     from ost.runtime import Runtime
@@ -31,6 +33,21 @@ EXIT_BAD_INPUT = 2
 SymbolsOption = Annotated[
     str | None, typer.Option("--symbols", help="Comma-separated symbols (default OST_SYMBOLS).")
 ]
+
+
+#: The width of output that is not a terminal (a pipe, a file, a CI log), so tables are not cut.
+UNBOUNDED_WIDTH = 10_000
+
+
+def _console() -> Console:
+    """Rich's console for stdout: a terminal's width, or unbounded when output is not a terminal."""
+    import os
+    import sys
+
+    from rich.console import Console
+
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(width=UNBOUNDED_WIDTH if wide else None)
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -91,7 +108,6 @@ def ingest(
 
 
 def _print_outcomes(outcomes: list[StreamOutcome]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from ost.timefmt import iso_ms
@@ -109,7 +125,7 @@ def _print_outcomes(outcomes: list[StreamOutcome]) -> None:
             iso_ms(outcome.last_open_ms),
             f"{outcome.seconds:.2f}",
         )
-    console = Console(stderr=False)
+    console = _console()
     console.print(table)
     for outcome in outcomes:
         if not outcome.ok:
@@ -190,7 +206,6 @@ def backfill(
 
 
 def _print_backfill(results: list[BackfillResult]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="ost backfill")
@@ -208,7 +223,7 @@ def _print_backfill(results: list[BackfillResult]) -> None:
             str(result.from_api),
             f"{result.seconds:.2f}",
         )
-    console = Console()
+    console = _console()
     console.print(table)
     for result in results:
         if not result.ok:
@@ -242,10 +257,13 @@ def gaps(
     if as_json:
         typer.echo(report.to_json())
     else:
-        from rich.console import Console
-        from rich.markdown import Markdown
+        console = _console()
+        if console.is_terminal:
+            from rich.markdown import Markdown
 
-        Console().print(Markdown(report.to_markdown()))
+            console.print(Markdown(report.to_markdown()))
+        else:  # a pipe or a file gets the Markdown itself, not a rendering padded to a width
+            typer.echo(report.to_markdown())
     raise typer.Exit(status)
 
 
@@ -283,12 +301,10 @@ def up(
     """The single-machine stack: Prefect server, work pool, deployments, worker, metrics."""
     import time
 
-    from rich.console import Console
-
     from ost.stack import running_stack, wait_for
 
     settings = _settings()
-    console = Console()
+    console = _console()
 
     def say(line: str) -> None:
         console.print(f"[dim]ost up:[/] {line}", highlight=False)
@@ -327,7 +343,6 @@ def up(
 @app.command()
 def ping() -> None:
     """Every configured base URL: reachable?, latency, server-time skew, used weight."""
-    from rich.console import Console
     from rich.table import Table
 
     from ost.binance import BinanceClient
@@ -347,7 +362,7 @@ def ping() -> None:
             _or_dash(pong.used_weight),
             pong.error or "",
         )
-    Console().print(table)
+    _console().print(table)
     if not any(pong.ok for pong in pongs):
         raise typer.Exit(EXIT_FAILED)
 
@@ -392,7 +407,6 @@ def _schedule_state() -> str:
 
 
 def _print_status(report: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"ost status: level {report['level']}")
@@ -409,7 +423,7 @@ def _print_status(report: dict[str, Any]) -> None:
             _or_dash(stream["down_since"]),
             (stream["last_reason"] or "") if stream["down_since"] else "",
         )
-    console = Console()
+    console = _console()
     console.print(table)
     console.print(f"ingest schedule: {report['ingest_schedule']}", highlight=False)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import re
-from typing import Final
+from typing import TYPE_CHECKING, Final, Literal
 
 from ost.errors import BadInput
 
@@ -40,6 +40,14 @@ FIXED_INTERVAL_MS: Final[dict[str, int]] = {
     "1w": WEEK_MS,
 }
 INTERVALS: Final[tuple[str, ...]] = (*FIXED_INTERVAL_MS, "1M")
+#: The word that means every interval of ``OST_INTERVALS``.
+ALL: Final = "all"
+
+if TYPE_CHECKING:  # mypy cannot read a Literal built at run time; to it, a choice is a str
+    IntervalChoice = str
+else:
+    #: A flow parameter's type: one interval, or ``all`` (a drop-down in Prefect's form).
+    IntervalChoice = Literal[(ALL, *INTERVALS)]
 
 _SYMBOL_RE: Final = re.compile(r"^[A-Z0-9]{2,20}$")
 

@@ -62,3 +62,43 @@ def test_one_work_pool_for_all() -> None:
     """All deployments use the one process work pool defined in prefect.yaml."""
     pools = {d["work_pool"]["name"] for d in deployments()}
     assert pools == {"ost-pool"}
+
+
+#: Binance's kline intervals, as its API documentation lists them (the independent source).
+BINANCE_INTERVALS = [
+    "1s",
+    "1m",
+    "3m",
+    "5m",
+    "15m",
+    "30m",
+    "1h",
+    "2h",
+    "4h",
+    "6h",
+    "8h",
+    "12h",
+    "1d",
+    "3d",
+    "1w",
+    "1M",
+]
+
+
+@pytest.mark.parametrize("entrypoint", ["flows/backfill.py:backfill", "flows/gaps.py:check_gaps"])
+def test_the_interval_parameter_is_a_choice_of_binance_intervals_or_all(entrypoint: str) -> None:
+    """The UI form offers `all` and Binance's intervals, and nothing else."""
+    from prefect.utilities.callables import parameter_schema
+
+    schema = parameter_schema(load_entrypoint(entrypoint)).model_dump()
+    assert schema["properties"]["interval"]["enum"] == ["all", *BINANCE_INTERVALS]
+
+
+@pytest.mark.parametrize("interval", ["7h", "1h,1d", "ALL"])
+def test_an_interval_outside_the_choice_is_refused_before_the_flow_runs(interval: str) -> None:
+    """Prefect's parameter validation rejects an interval that is not a choice."""
+    from prefect.exceptions import ParameterTypeError
+
+    backfill = load_entrypoint("flows/backfill.py:backfill")
+    with pytest.raises(ParameterTypeError):
+        backfill.validate_parameters({"interval": interval})
