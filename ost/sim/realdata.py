@@ -1,8 +1,9 @@
 """Real BTCUSDT 1m candles served on their days, and the exchange-side gaps around them.
 
 The CSVs are data.binance.vision daily files, shipped with the simulator in ``ost/sim/data/``
-(its ``README.md`` names their sources and SHA-256 sums), read lazily, once. Each *span* is a stretch of time where the simulator serves real data instead of
-synthetic: the real 1m candles inside it and nothing else. Minutes of a span without a real
+(its ``README.md`` names their sources and SHA-256 sums), read lazily, once. Each *span* is a
+stretch of time where the simulator serves real data instead of synthetic: the real 1m candles
+inside it and nothing else. Minutes of a span without a real
 candle are exchange-side gaps: Binance's 2018-02-08 outage (after 00:28 until 2018-02-09 10:00)
 and the 2023-03-24 trading halt (12:40 to 13:59).
 
