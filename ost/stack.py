@@ -2,9 +2,14 @@
 
 Order: the simulator (with ``--simulate``), a Prefect server with SQLite under ``PREFECT_HOME``
 (unless ``PREFECT_API_URL`` points at one), the work pool, ``prefect deploy --all`` (pauses are
-kept, and ``OST_DISABLE_SCHEDULER=true`` pauses ingestion), one process worker, and ``ost
-metrics``. Children start with SIGINT at its default and in their own session (a background
-worker otherwise ignores SIGINT, see PITFALLS.md), and are stopped by PID, newest first.
+kept, and ``OST_DISABLE_SCHEDULER=true`` pauses ingestion), one process worker, a first ingestion
+run, and ``ost metrics``.
+
+Children start in sessions of their own with SIGINT at its default (a background worker otherwise
+ignores SIGINT, see PITFALLS.md), read nothing from the terminal (stdin is /dev/null, prefect runs
+with ``--no-prompt`` and is given the server's address), and are stopped by process group, newest
+first. ``ost up`` itself handles SIGINT, SIGTERM and SIGHUP, even when it inherited SIGINT ignored,
+and an output error (a closed terminal) never cuts the shutdown short.
 """
 
 from __future__ import annotations
@@ -42,12 +47,13 @@ class Stack:
     _handlers: dict[int, Any] = field(default_factory=dict)
 
     def __enter__(self) -> Stack:
-        """Make SIGTERM and SIGHUP interrupt like Ctrl-C (``kill``, a closed terminal).
+        """Make SIGINT, SIGTERM and SIGHUP interrupt (Ctrl-C, ``kill``, a closed terminal).
 
+        SIGINT too: Python leaves it ignored when it started ignored (``&``, a script, some CI).
         The children run in sessions of their own, so no signal reaches them but the ones
         :meth:`stop` sends: leaving by any of these signals must still stop them.
         """
-        for sig in _TERMINATING:
+        for sig in (signal.SIGINT, *_TERMINATING):
             self._handlers[sig] = signal.signal(sig, _interrupt)
         return self
 
@@ -61,22 +67,36 @@ class Stack:
             self._handlers.clear()
 
     def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        """Start a child in its own session with SIGINT at its default."""
-        child = subprocess.Popen(  # noqa: S603  # argv is built here, never from a shell string
-            argv,
-            cwd=PROJECT_DIR,
-            env=self.env,
-            start_new_session=True,
-            preexec_fn=_default_sigint,  # noqa: PLW1509  # only resets one signal before exec
-        )
+        """Start a child in its own session, SIGINT at its default, and no terminal to read."""
+        child = self._spawn(argv)
         self.children.append((name, child))
-        self.say(f"started {name} (pid {child.pid}): {' '.join(argv)}")
+        self._say(f"started {name} (pid {child.pid}): {' '.join(argv)}")
         return child
 
     def run(self, name: str, argv: list[str]) -> None:
-        """Run a short command to completion; raise if it fails."""
-        self.say(f"{name}: {' '.join(argv)}")
-        subprocess.run(argv, cwd=PROJECT_DIR, env=self.env, check=True)  # noqa: S603  # as above
+        """Run a short command to completion (stopped like the others if interrupted), or raise."""
+        self._say(f"{name}: {' '.join(argv)}")
+        child = self._spawn(argv)
+        self.children.append((name, child))
+        status = child.wait()
+        self.children.remove((name, child))
+        if status != 0:
+            raise RuntimeError(f"{name} failed with status {status}: {' '.join(argv)}")
+
+    def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(  # noqa: S603  # argv is built here, never from a shell string
+            argv,
+            cwd=PROJECT_DIR,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_default_sigint,  # noqa: PLW1509  # only resets one signal before exec
+        )
+
+    def _say(self, line: str) -> None:
+        """Report progress; an output error (EIO, EPIPE: the terminal is gone) is ignored."""
+        with contextlib.suppress(OSError):
+            self.say(line)
 
     def check_alive(self) -> None:
         """Raise if a child has exited on its own."""
@@ -95,14 +115,14 @@ class Stack:
         }
         try:
             for name, child in reversed(self.children):
-                _stop(name, child, self.say)
+                _stop(name, child, self._say)
             self.children.clear()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
 
-#: Signals that end ``ost up`` as Ctrl-C does.
+#: Signals that end ``ost up``, besides Ctrl-C's SIGINT.
 _TERMINATING: Final = (signal.SIGTERM, signal.SIGHUP)
 
 
@@ -152,6 +172,7 @@ def stack_env(simulate: bool, sim_port: int) -> tuple[dict[str, str], bool]:
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     env.setdefault("PREFECT_HOME", str(PROJECT_DIR / ".prefect"))
     env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    env["PREFECT_CLI_PROMPT"] = "false"  # as --no-prompt, for any prefect command a child runs
     own_server = not env.get("PREFECT_API_URL")
     if own_server:
         port = env.setdefault("PREFECT_SERVER_API_PORT", str(DEFAULT_SERVER_PORT))
@@ -168,8 +189,13 @@ def _ost(*args: str) -> list[str]:
     return [sys.executable, "-m", "ost.cli", *args]
 
 
+def _control(*args: str) -> list[str]:
+    return [sys.executable, "-m", "flows.control", *args]
+
+
 def _prefect(*args: str) -> list[str]:
-    return [sys.executable, "-m", "prefect", *args]
+    """A prefect command that never asks (``prefect server start`` on a terminal would)."""
+    return [sys.executable, "-m", "prefect", "--no-prompt", *args]
 
 
 @contextlib.contextmanager
@@ -190,12 +216,13 @@ def running_stack(simulate: bool, sim_port: int, say: Say) -> Iterator[Stack]:
         stack.start(
             "worker", _prefect("worker", "start", "--pool", "ost-pool", "--type", "process")
         )
+        stack.run("first ingestion", _control("run-now"))
         stack.start("metrics", _ost("metrics"))
         yield stack
 
 
 def deploy(stack: Stack) -> None:
     """Create the work pool, deploy prefect.yaml, and keep or apply the ingest pause."""
-    stack.run("work pool", [sys.executable, "-m", "flows.control", "ensure-pool"])
-    stack.run("deploy", _prefect("--no-prompt", "deploy", "--all"))
-    stack.run("pauses", [sys.executable, "-m", "flows.control", "after-deploy"])
+    stack.run("work pool", _control("ensure-pool"))
+    stack.run("deploy", _prefect("deploy", "--all"))
+    stack.run("pauses", _control("after-deploy"))

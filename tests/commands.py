@@ -5,14 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from processes import run
+
 
 def ost(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run `ost ARGS` to completion."""
-    return subprocess.run(
-        [sys.executable, "-m", "ost.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    """Run `ost ARGS` to completion, in a process group that is killed when it is done."""
+    return run([sys.executable, "-m", "ost.cli", *args], env=env, timeout=120)

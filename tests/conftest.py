@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 import stamina
+from processes import Processes
 
 from ost.binance import BinanceClient
 from ost.sim import SimHandle, running_sim
@@ -37,3 +38,10 @@ def client(sim: SimHandle) -> Iterator[BinanceClient]:
     """A client of the simulator's API."""
     with BinanceClient([sim.url], timeout_s=10.0) as binance:
         yield binance
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    """Start a test's children through this: each one's process group dies with the test."""
+    with Processes() as owned:
+        yield owned

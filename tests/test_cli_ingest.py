@@ -14,6 +14,7 @@ import duckdb
 import pyarrow.dataset as ds
 import pytest
 from commands import ost
+from processes import Processes
 from test_ingest import NOW
 
 from ost import intervals, klines
@@ -98,14 +99,16 @@ def read_everywhere(data_dir: Path) -> None:
     assert duckdb.sql(f"select count(*) from {source}").fetchall() == [(len(frame),)]  # noqa: S608  # as above
 
 
-def test_sigkill_at_random_instants_loses_nothing(sim: SimHandle, tmp_path: Path) -> None:
+def test_sigkill_at_random_instants_loses_nothing(
+    sim: SimHandle, tmp_path: Path, processes: Processes
+) -> None:
     """`ost ingest` killed again and again: always readable, never a duplicate, then complete."""
     sim.configure(now_ms=NOW, latency_ms=10)
     env = ost_env(sim, tmp_path, OST_INITIAL_LOOKBACK_DAYS="30")
     rng = random.Random(7)
     kills = 0
     for _ in range(10):
-        child = subprocess.Popen(
+        child = processes.start(
             [sys.executable, "-m", "ost.cli", "ingest"],
             env=env,
             stdout=subprocess.DEVNULL,

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import Processes
 from test_cli_ingest import ost_env, read_everywhere
 from test_ingest import NOW
 
@@ -39,10 +40,12 @@ JITTER = "slow:rate=0.2,delay=0.01"
 PROCESS_TIMEOUT_S = 120
 
 
-def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start(
+    processes: Processes, args: list[str], env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
     """Start `ost ARGS` in the background, its output going to ``log``."""
     with log.open("wb") as out:
-        return subprocess.Popen(
+        return processes.start(
             [sys.executable, "-m", "ost.cli", *args], env=env, stdout=out, stderr=subprocess.STDOUT
         )
 
@@ -58,7 +61,7 @@ def table_cell(output: str, column: int) -> int:
 
 
 def test_concurrent_ingest_and_backfill_of_one_stream_lose_no_row(
-    sim: SimHandle, tmp_path: Path
+    sim: SimHandle, tmp_path: Path, processes: Processes
 ) -> None:
     """`ost ingest` and `ost backfill` of BTCUSDT 1m at once, 8 times: exactly Binance's rows."""
     sim.configure(now_ms=NOW, latency_ms=LATENCY_MS)
@@ -68,9 +71,10 @@ def test_concurrent_ingest_and_backfill_of_one_stream_lose_no_row(
     want = klines.parse_rows(sim_klines("BTCUSDT", "1m", first, stop, NOW), "1m")
     assert len(want) == CANDLES
     # `--start`, not `--days`: `--days` counts from the local clock, the ingestion's lookback from
-    # Binance's (frozen) clock. The backfill covers [first, stop), the ingestion [lookback, stop)
-    # or, if the backfill stored some first, from the last stored candle: [first, stop) is
-    # stored in the end, whichever writes first.
+    # Binance's clock (the simulator's, set back to NOW at each round: it runs on from there, and
+    # a round must end before 10:07 closes). The backfill covers [first, stop), the ingestion
+    # [lookback, stop) or, if the backfill stored some first, from the last stored candle:
+    # [first, stop) is stored in the end, whichever writes first.
     since = dt.datetime.fromtimestamp(first / 1000, tz=dt.UTC).isoformat()
     commands = {
         "ingest": ["ingest", "--symbols", "BTCUSDT", "--intervals", "1m"],
@@ -82,11 +86,14 @@ def test_concurrent_ingest_and_backfill_of_one_stream_lose_no_row(
     shares = []
     for number in range(ROUNDS):
         data = tmp_path / f"round-{number}"
+        sim.configure(now_ms=NOW)
         env = ost_env(sim, data, OST_INITIAL_LOOKBACK_DAYS=str(DAYS), COLUMNS="200")
         leader, follower = ("ingest", "backfill") if number % 2 else ("backfill", "ingest")
-        children = {leader: start(commands[leader], env, data.with_suffix(f".{leader}.log"))}
+        log = data.with_suffix(f".{leader}.log")
+        children = {leader: start(processes, commands[leader], env, log)}
         time.sleep((0.0, 0.1, 0.2)[number % 3])
-        children[follower] = start(commands[follower], env, data.with_suffix(f".{follower}.log"))
+        log = data.with_suffix(f".{follower}.log")
+        children[follower] = start(processes, commands[follower], env, log)
         try:
             statuses = {name: child.wait(PROCESS_TIMEOUT_S) for name, child in children.items()}
         finally:
