@@ -12,7 +12,8 @@ from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from ost.args import streams_and_range
+from flows.clock import log_clock_skew
+from ost.args import FlowTime, flow_time_text, streams_and_range
 from ost.intervals import ALL, IntervalChoice
 from ost.runtime import current_runtime
 from tasks.backfill import backfill_stream_task
@@ -29,15 +30,17 @@ TASK_RUNNER: Any = ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_STREAMS)
 def backfill(
     interval: IntervalChoice = ALL,
     days: float | None = 1,
-    start: dt.datetime | None = None,
-    end: dt.datetime | None = None,
+    start: FlowTime | None = None,
+    end: FlowTime | None = None,
     symbols: list[str] | None = None,
     source: Literal["api", "archive", "auto"] = "auto",
 ) -> State[Any]:
     """Backfill ``interval`` (one, or "all") over ``days`` back, or ``start``to``end``.
 
-    With ``start`` given, ``days`` is ignored. Already stored candles are skipped, so a run that
-    was killed resumes where it stopped when started again.
+    With ``start`` given, ``days`` is ignored. Both ends are inclusive (every candle opening at
+    or after ``start`` and at or before ``end``), and a date alone means the whole day, as on
+    the command line. Already stored candles are skipped, so a run that was killed resumes
+    where it stopped when started again. A stream left incomplete fails its task and the run.
     """
     streams, start_ms, end_ms = streams_and_range_of(interval, days, start, end, symbols)
     artifact = create_progress_artifact(
@@ -58,7 +61,8 @@ def backfill(
         if future.state.is_completed():
             rows.append(future.result())
         else:
-            failed.append(f"{symbol} {each}")
+            failed.append(f"{symbol} {each} ({future.state.message})")
+    log_clock_skew()
     if rows:
         create_table_artifact(rows, key="backfill-result", description="backfill per stream")
     if failed:
@@ -70,8 +74,8 @@ def backfill(
 def streams_and_range_of(
     interval: str,
     days: float | None,
-    start: dt.datetime | None,
-    end: dt.datetime | None,
+    start: dt.datetime | dt.date | None,
+    end: dt.datetime | dt.date | None,
     symbols: list[str] | None,
 ) -> tuple[list[tuple[str, str]], int, int]:
     """Streams and range from the flow's parameters, as the CLI resolves them."""
@@ -80,7 +84,7 @@ def streams_and_range_of(
         interval=interval,
         symbols=",".join(symbols) if symbols else None,
         days=None if start is not None else days,
-        start=start.isoformat() if start is not None else None,
-        end=end.isoformat() if end is not None else None,
+        start=flow_time_text(start),
+        end=flow_time_text(end),
         now_ms=int(time.time() * 1000),
     )

@@ -10,6 +10,7 @@ from prefect.flows import Flow
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.clock import log_clock_skew
 from ost.args import parse_intervals, parse_symbols
 from ost.runtime import current_runtime
 from tasks.ingest import ingest_stream_task
@@ -65,6 +66,7 @@ def ingest_all(symbols: list[str] | None = None, intervals: list[str] | None = N
         future.wait()
         if not future.state.is_completed():
             failed.append(f"{symbol} {interval}")
+    log_clock_skew()
     if failed:
         failures = ", ".join(failed)
         return Failed(message=f"{len(failed)} of {len(streams)} streams failed: {failures}")

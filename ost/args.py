@@ -1,11 +1,21 @@
 """Parsing of what an operator types: symbol and interval lists, ISO times, day ranges.
 
 Everything here raises :class:`~ost.errors.BadInput` with one line, before any request or write.
+
+Ranges read as people mean them: ``--start`` and ``--end`` are both inclusive, so a range holds
+every candle whose open time is at or after the start and at or before the end (as Binance's
+``endTime`` reads), and a date alone means the whole day, for ``--end`` as for ``--start``:
+``--start 2023-03-24 --end 2023-03-24`` is that day, 00:00 to the candle opening at 23:59. The
+flows' ``start`` and ``end`` (:data:`FlowTime`) read the same way. Inside, a range is half-open:
+:func:`time_range` returns the exclusive bound one past the inclusive end.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
 
 from ost import intervals
 from ost.errors import BadInput
@@ -43,10 +53,32 @@ def parse_time(text: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def is_date_alone(text: str) -> bool:
+    """Whether ``text`` is a date with no time of day, such as ``2023-03-24``."""
+    try:
+        dt.date.fromisoformat(text.strip())
+    except ValueError:
+        return False
+    return True
+
+
+def parse_end(text: str) -> int:
+    """The exclusive bound of an inclusive end: one past every candle opening at or before it.
+
+    A time gives the next millisecond; a date alone gives the next day's midnight, so that the
+    whole day is in.
+    """
+    moment = parse_time(text)
+    return moment + (intervals.DAY_MS if is_date_alone(text) else 1)
+
+
 def time_range(
     days: float | None, start: str | None, end: str | None, now_ms: int
 ) -> tuple[int, int]:
-    """``[start, end)`` in epoch ms from either ``days`` back from now, or ``start``/``end``."""
+    """``[start, stop)`` in epoch ms from either ``days`` back from now, or ``start``/``end``.
+
+    ``end`` is inclusive (:func:`parse_end`); ``stop`` is at most ``now_ms``.
+    """
     if days is not None and start is not None:
         raise BadInput("give either --days or --start, not both")
     if days is None and start is None:
@@ -59,15 +91,34 @@ def time_range(
         return now_ms - int(days * intervals.DAY_MS), now_ms
     assert start is not None  # noqa: S101  # narrowed by the two checks above
     start_ms = parse_time(start)
-    end_ms = parse_time(end) if end is not None else now_ms
+    end_ms = parse_end(end) if end is not None else now_ms
     if start_ms >= end_ms:
-        raise BadInput(f"--start {start} is not before --end {end or 'now'}")
+        raise BadInput(
+            f"--start {start} is after --end {end}" if end else f"--start {start} is not before now"
+        )
     if start_ms < _BINANCE_FIRST_MS:
         raise BadInput(f"--start {start} is before Binance's first candle (2017-07-14)")
     return start_ms, min(end_ms, now_ms)
 
 
 _BINANCE_FIRST_MS = int(dt.datetime(2017, 7, 14, tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def _date_alone_stays_a_date(value: Any) -> Any:
+    """A flow parameter given as text: a date alone becomes a date (a whole day), not midnight."""
+    if isinstance(value, str) and is_date_alone(value):
+        return dt.date.fromisoformat(value.strip())
+    return value
+
+
+#: A flow's ``start`` or ``end``: a time (UTC when naive), or a date alone, which means the whole
+#: day, as on the command line. Prefect's form offers both.
+FlowTime = Annotated[dt.datetime | dt.date, BeforeValidator(_date_alone_stays_a_date)]
+
+
+def flow_time_text(value: dt.datetime | dt.date | None) -> str | None:
+    """A :data:`FlowTime` as the command line would have it: ``2023-03-24`` or a full time."""
+    return None if value is None else value.isoformat()
 
 
 def streams_and_range(

@@ -1,10 +1,11 @@
 """Backfill: fill a range of a stream's closed candles from the API or the archive, idempotently.
 
-:func:`backfill_stream` computes what is missing in ``[start, end)``: the closed candles (by
-Binance's clock) that are neither stored nor inside a recorded exchange-side gap
-(:mod:`ost.gaps`), reading only the partitions that overlap the range. It fetches only that, and
-stores every archive file and every API page as it arrives, so a backfill that is killed keeps
-what it fetched and the next run fetches only the rest. A range already complete costs no request.
+:func:`backfill_stream` computes what is missing in ``[start, end)``: the closed candles (by the
+earlier of the local clock and Binance's, :mod:`ost.clock`) that are neither stored nor inside a
+recorded exchange-side gap (:mod:`ost.gaps`), reading only the partitions that overlap the range.
+It fetches only that, and stores every archive file and every API page as it arrives, so a
+backfill that is killed keeps what it fetched and the next run fetches only the rest. A range
+already complete costs no request.
 
 Sources:
 
@@ -26,10 +27,15 @@ Sources:
     1m, a month of 15m, or any day of 1s; the API for the rest. Under that rule 1h and longer
     intervals always use the API (a month of 1h is 720 candles, one page).
 
-Exchange-side gaps: the API is asked for each missing range; the candles of it that Binance does
-not return (holes between pages, or after the last one) are recorded by
-:class:`~ost.gaps.ExchangeGapLog` once they ended at least :data:`SETTLE_MS` ago by Binance's
-clock, and are skipped by every later backfill and gap check.
+Exchange-side gaps need evidence. The API is asked for each missing range page by page until
+its end (:mod:`ost.paging`: a short page is not the end of the data). A hole is recorded in
+:class:`~ost.gaps.ExchangeGapLog`, with its evidence, only when an answer proves it (a later
+candle shows that Binance skipped it); recorded gaps are skipped by every later backfill and gap
+check. A range Binance answered nothing for, not even a later candle, is left missing.
+
+A stream's result is ``ok`` only when its range is complete, every hole left proven
+exchange-side; otherwise it is ``incomplete``, and :attr:`BackfillResult.incomplete` says in one
+line how many candles are still missing, where, and why.
 
 Nothing here imports prefect: the flows wrap these functions.
 """
@@ -38,6 +44,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime as dt
 import math
 import time
@@ -61,20 +68,26 @@ from ost.archive import (
 from ost.binance import PAGE_LIMIT, BinanceClient
 from ost.errors import ArchiveError, BadInput, OstError
 from ost.gaps import (
+    EXIT_FAILED,
+    CandleRange,
     ExchangeGapLog,
     GapReport,
     Range,
+    StreamGaps,
+    Unanswered,
     candle_count,
     closed_stop,
     first_open_from,
     gap_report,
+    incomplete_line,
     intersect,
     missing_ranges,
     runs_of,
     subtract,
 )
+from ost.paging import Page, read_range, read_step
 from ost.settings import DEFAULT_MAX_CONCURRENCY, load_settings
-from ost.store import CandleStore, split_by_partition
+from ost.store import CandleStore, Quarantined, split_by_partition
 
 Item = TypeVar("Item")
 Done = TypeVar("Done")
@@ -90,8 +103,6 @@ AUTO_ARCHIVE_LAG_MS: Final = intervals.DAY_MS
 MONTHLY_MIN_DAY_SHARE: Final = 0.5
 #: Months with more candles than this (1s) are read day by day, to bound memory.
 MONTHLY_MAX_CANDLES: Final = 100_000
-#: An exchange-side gap is recorded only once it ended this long ago by Binance's clock.
-SETTLE_MS: Final = intervals.MINUTE_MS
 #: Streams one :func:`backfill` runs at once. Many short streams (``--interval all --days 1``)
 #: are bound by round trips, so they overlap; more than 4 would only add parse threads.
 STREAMS_AT_ONCE: Final = 4
@@ -107,7 +118,12 @@ StreamProgress = Callable[[str, str, int, int], None]
 
 @dataclass
 class BackfillResult:
-    """What one stream's backfill did. ``missing`` counts the candles it set out to fill."""
+    """What one stream's backfill did. ``missing`` counts the candles it set out to fill.
+
+    ``ok`` only when the range is complete (every hole left proven exchange-side); else
+    ``incomplete`` is the one line that says what is still missing and why, or ``error`` why
+    the stream failed. ``written`` counts the candles really stored.
+    """
 
     symbol: str
     interval: str
@@ -127,6 +143,19 @@ class BackfillResult:
     seconds: float = 0.0
     reason: str | None = None
     error: str | None = None
+    #: Candles of the range still missing afterwards (not proven exchange-side).
+    still_missing: int = 0
+    #: How many, where and why, in one line, when ``still_missing``.
+    incomplete: str | None = None
+    #: The recorded gaps that ``recheck`` forgot before asking Binance again.
+    rechecked: list[Range] = field(default_factory=list)
+
+    @property
+    def status(self) -> Literal["ok", "incomplete", "failed"]:
+        """``failed`` (an error), ``incomplete`` (candles still missing), or ``ok``."""
+        if self.error is not None:
+            return "failed"
+        return "incomplete" if self.still_missing else "ok"
 
 
 def check_source(source: str) -> Source:
@@ -148,29 +177,53 @@ def backfill_stream(  # noqa: PLR0917  # the signature promised to the CLI and t
     archive_base_url: str | None = None,
     progress: Progress | None = None,
     workers: int = DEFAULT_MAX_CONCURRENCY,
+    recheck: bool = False,
 ) -> BackfillResult:
     """Fill the closed candles of ``[start_ms, end_ms)`` that are missing; raise on a failure.
 
     ``archive_base_url`` defaults to ``OST_ARCHIVE_BASE_URL``. Whatever was stored before a
-    failure stays stored; running again resumes.
+    failure stays stored; running again resumes. ``recheck`` first forgets the exchange-side
+    gaps recorded in the range, so that Binance is asked about them again.
     """
     intervals.check_symbol(symbol)
     intervals.check_interval(interval)
     chosen = check_source(source)
     started = time.perf_counter()
-    if client.server_offset_ms is None:
-        client.sync_time()
-    now = client.server_now_ms()
+    now = client.now_ms()  # the earlier of the two clocks: see ost.clock
     first = first_open_from(interval, start_ms)
     stop = max(first, closed_stop(interval, end_ms, now))
     gap_log = ExchangeGapLog.of(store)
-    todo = subtract(
-        missing_ranges(store, symbol, interval, first, stop), gap_log.load(symbol, interval)
+    rechecked = (
+        gap_log.forget(symbol, interval, (first, first_open_from(interval, end_ms)))
+        if recheck
+        else []
     )
+    refetched: list[BackfillResult] = []  # damaged partitions met: quarantined, fetched again
+
+    def refetch(quarantined: Quarantined) -> None:
+        again = refetch_quarantined(
+            client, store, quarantined, source=chosen, archive_base_url=archive_base_url
+        )
+        refetched.extend([again] if again is not None else [])
+
+    stored = store.healing(
+        symbol, interval, lambda: missing_ranges(store, symbol, interval, first, stop), refetch
+    )
+    todo = subtract(stored, gap_log.load(symbol, interval))
     result = BackfillResult(
-        symbol, interval, first, stop, chosen, missing=candle_count(interval, todo)
+        symbol,
+        interval,
+        first,
+        stop,
+        chosen,
+        missing=candle_count(interval, todo),
+        rechecked=rechecked,
     )
-    run = _Run(client, store, result, progress=progress, now_ms=now)
+    for again in refetched:
+        result.written += again.written
+        result.from_archive += again.from_archive
+        result.from_api += again.from_api
+    run = _Run(client, store, result, progress=progress, now_ms=now, todo=todo)
     run.report(0)
     if chosen != "api" and is_archived(interval) and todo:
         base_url = archive_base_url or load_settings().archive_base_url
@@ -180,8 +233,35 @@ def backfill_stream(  # noqa: PLR0917  # the signature promised to the CLI and t
         todo = run.from_archive(archive, files, todo, workers)
     for missing in todo:
         run.from_api(missing, workers)
+    run.conclude()
     run.result.seconds = time.perf_counter() - started
     return run.result
+
+
+def refetch_quarantined(
+    client: BinanceClient,
+    store: CandleStore,
+    quarantined: Quarantined,
+    *,
+    source: str = "api",
+    archive_base_url: str | None = None,
+) -> BackfillResult | None:
+    """Fetch again the candles of a quarantined partition: a backfill of its whole range.
+
+    None for a file that was not a partition's own (its rows were never the store's).
+    """
+    span = quarantined.range_ms
+    if span is None or quarantined.symbol is None or quarantined.interval is None:
+        return None
+    return backfill_stream(
+        client,
+        store,
+        quarantined.symbol,
+        quarantined.interval,
+        *span,
+        source=source,
+        archive_base_url=archive_base_url,
+    )
 
 
 def backfill(
@@ -196,6 +276,7 @@ def backfill(
     progress: StreamProgress | None = None,
     on_result: Callable[[BackfillResult], None] | None = None,
     workers: int = DEFAULT_MAX_CONCURRENCY,
+    recheck: bool = False,
 ) -> list[BackfillResult]:
     """:func:`backfill_stream` for each stream, several at once; a failed one is reported.
 
@@ -221,6 +302,7 @@ def backfill(
                 archive_base_url=archive_base_url,
                 progress=_bind_progress(progress, symbol, interval),
                 workers=max(1, workers // at_once),
+                recheck=recheck,
             )
         except OstError as exc:
             return BackfillResult(
@@ -263,8 +345,8 @@ class RepairOutcome:
 
     def exit_status(self) -> int:
         """1 if a backfill failed, else the report's status (0, or 3 if gaps remain)."""
-        if not all(result.ok for result in self.backfills):
-            return 1
+        if any(result.status == "failed" for result in self.backfills):
+            return EXIT_FAILED
         return self.report.exit_status()
 
 
@@ -279,8 +361,17 @@ def repair(
     archive_base_url: str | None = None,
     progress: StreamProgress | None = None,
     workers: int = DEFAULT_MAX_CONCURRENCY,
+    recheck: bool = False,
 ) -> RepairOutcome:
-    """Backfill what is missing in ``[start_ms, end_ms)`` for each stream, then check again."""
+    """Backfill what is missing in ``[start_ms, end_ms)`` for each stream, then check again.
+
+    ``recheck`` first forgets the exchange-side gaps recorded in the range, so that Binance is
+    asked about them again: a wrong record is undone, a real gap recorded anew with its evidence.
+    The report says why candles are still missing, and which records were rechecked.
+    """
+    # The check judges "closed" at the instant the repair began: every backfill measures its
+    # own "now" at or after it, so a candle that closes meanwhile is never reported missing.
+    now = client.now_ms()
     results = backfill(
         client,
         store,
@@ -291,9 +382,22 @@ def repair(
         archive_base_url=archive_base_url,
         progress=progress,
         workers=workers,
+        recheck=recheck,
     )
-    report = gap_report(store, streams, start_ms, end_ms, client.server_now_ms())
-    return RepairOutcome(results, report)
+    report = gap_report(store, streams, start_ms, end_ms, now)
+    explained = [
+        _explained(stream, result) for stream, result in zip(report.streams, results, strict=True)
+    ]
+    return RepairOutcome(results, GapReport(explained, checked_at_ms=report.checked_at_ms))
+
+
+def _explained(stream: StreamGaps, result: BackfillResult) -> StreamGaps:
+    """``stream`` with what its backfill said: why candles are missing, what was rechecked."""
+    return dataclasses.replace(
+        stream,
+        why=result.incomplete or result.error or stream.why,
+        rechecked=tuple(CandleRange.of(stream.interval, gap) for gap in result.rechecked),
+    )
 
 
 # ---- planning the archive ----------------------------------------------------------------------
@@ -380,6 +484,7 @@ class _Run:
         *,
         progress: Progress | None,
         now_ms: int,
+        todo: list[Range],
     ) -> None:
         self.client = client
         self.store = store
@@ -388,6 +493,11 @@ class _Run:
         self.progress = progress
         self.now_ms = now_ms
         self.done = 0
+        self.todo = todo
+        #: What is settled of ``todo``: candles handed to the store, and proven gaps.
+        self.settled: list[Range] = []
+        #: The ranges Binance answered nothing for (not even a later candle).
+        self.unanswered: list[Unanswered] = []
 
     @property
     def symbol(self) -> str:
@@ -404,6 +514,19 @@ class _Run:
         self.done += settled
         if self.progress is not None:
             self.progress(self.done, self.result.missing)
+
+    def conclude(self) -> None:
+        """Judge the result: ``ok`` only if every candle of ``todo`` is stored or proven absent.
+
+        Every candle handed to the writers is stored (a merge that fails raises), so what is
+        left is exactly what neither the store nor a proven gap holds.
+        """
+        left = subtract(self.todo, self.settled)
+        self.result.still_missing = candle_count(self.interval, left)
+        self.result.ok = not left
+        if left:
+            self.result.reason = "incomplete"
+            self.result.incomplete = incomplete_line(self.interval, left, self.unanswered)
 
     # -- the archive
 
@@ -422,6 +545,7 @@ class _Run:
             for file, outcome in outcomes:
                 filled += self._take(file, outcome, todo, writer)
             self._count_archive_writes(writer.drain())
+        self.settled += filled
         return subtract(todo, filled)
 
     def _take(
@@ -494,81 +618,69 @@ class _Run:
     # -- the API
 
     def from_api(self, missing: Range, workers: int = 1) -> None:
-        """Fetch ``missing`` from the API, storing it partition by partition; record the gaps.
+        """Fetch ``missing`` from the API, storing it partition by partition; record proven gaps.
 
-        ``missing`` ends at most at the current candle's open (by Binance's clock, measured at
-        the start), so every candle asked for is closed: what Binance does not return, it has not.
-        Requests run ``workers`` at a time (the client's pacer keeps them in the weight budget);
-        pages are taken in time order and written once per partition, so memory stays bounded.
+        ``missing`` ends at most at the current candle's open (:func:`ost.clock.closed_stop`, by
+        the earlier of the local clock and Binance's, measured at the start), so every candle
+        asked for is closed. Reading follows :mod:`ost.paging`: a short page is not the end, a
+        hole is recorded exchange-side only with an answer that proves it, and what Binance
+        answered nothing for stays missing. Requests run ``workers`` at a time (the client's
+        pacer keeps them in the weight budget); pages are taken in time order and written once
+        per partition, so memory stays bounded.
         """
         partitions = _PartitionBuffer(self.interval)
         with _Writer(self.store, self.symbol, self.interval, WRITERS) as writer:
-            for asked, page in self._api_pages(missing, workers):
+            for page in self._api_pages(missing, workers):
                 self.result.api_pages += 1
-                opens = page["open_time"]
-                self._record_gaps(subtract([asked], runs_of(self.interval, opens)))
-                for complete in partitions.add(page):
+                self._take_findings(page)
+                for complete in partitions.add(page.columns):
                     self._count_api_writes(writer.submit(complete))
-                self.report(candle_count(self.interval, [asked]))
+                self.report(candle_count(self.interval, [page.settled]))
             for rest in partitions.flush():
                 self._count_api_writes(writer.submit(rest))
             self._count_api_writes(writer.drain())
 
-    def _api_pages(self, missing: Range, workers: int) -> Iterator[tuple[Range, klines.Columns]]:
-        """``(range asked, candles in it)`` in time order, one request each.
+    def _api_pages(self, missing: Range, workers: int) -> Iterator[Page]:
+        """The pages of ``missing`` in time order (:func:`ost.paging.read_range`).
 
         The first request runs alone from the range's start: Binance answers it with the first
         1000 candles that exist, which skips a symbol's pre-listing time in one request. The
-        rest is cut into windows of 1000 candles, fetched concurrently.
+        rest is cut into windows of 1000 candles, each read to its end, concurrently.
         """
         start, end = missing
-        first, complete = self._fetch(start, end)
-        if complete or not len(first["open_time"]):
-            yield (start, end), first
+        first = read_step(self.client, self.symbol, self.interval, start, end)
+        yield first
+        cursor = first.settled[1]
+        if first.unanswered is not None or cursor >= end:
             return
-        cursor = intervals.next_open(self.interval, int(first["open_time"][-1]))
-        yield (start, cursor), first
         step = intervals.FIXED_INTERVAL_MS.get(self.interval)
         if step is None or workers <= 1:  # 1M: calendar months, a page at a time
-            yield from self._api_pages_in_order(cursor, end)
+            yield from read_range(self.client, self.symbol, self.interval, cursor, end)
             return
         windows = [
             (at, min(at + PAGE_LIMIT * step, end)) for at in range(cursor, end, PAGE_LIMIT * step)
         ]
-        fetched = contextlib.closing(
-            in_order_concurrently(lambda window: self._fetch(*window)[0], windows, workers)
-        )
-        with fetched as pages:
-            yield from zip(windows, pages, strict=True)
+        fetched = contextlib.closing(in_order_concurrently(self._read_window, windows, workers))
+        with fetched as read:
+            for pages in read:
+                yield from pages
 
-    def _api_pages_in_order(self, start: int, end: int) -> Iterator[tuple[Range, klines.Columns]]:
-        cursor = start
-        while cursor < end:
-            page, complete = self._fetch(cursor, end)
-            if complete or not len(page["open_time"]):
-                yield (cursor, end), page
-                return
-            after = intervals.next_open(self.interval, int(page["open_time"][-1]))
-            yield (cursor, after), page
-            cursor = after
+    def _read_window(self, window: Range) -> list[Page]:
+        """Every page of one window (one, unless a page came back short)."""
+        return list(read_range(self.client, self.symbol, self.interval, *window))
 
-    def _fetch(self, start: int, end: int) -> tuple[klines.Columns, bool]:
-        """One request: the candles opening in ``[start, end)``, and whether that was all."""
-        page = self.client.kline_columns(self.symbol, self.interval, start, end)
-        opens = page["open_time"]
-        inside = (opens >= start) & (opens < end)
-        complete = len(opens) < PAGE_LIMIT
-        return (page if inside.all() else klines.take(page, inside)), complete
+    def _take_findings(self, page: Page) -> None:
+        """Record what ``page`` proved; keep what it settled, and what it left unanswered."""
+        self.result.exchange_gaps += self.gap_log.record(self.symbol, self.interval, page.proven)
+        if page.unanswered is not None:
+            self.unanswered.append(page.unanswered)
+            return
+        self.settled += [gap.candles for gap in page.proven]
+        self.settled += runs_of(self.interval, page.columns["open_time"])
 
     def _count_api_writes(self, added: int) -> None:
         self.result.written += added
         self.result.from_api += added
-
-    def _record_gaps(self, gaps: list[Range]) -> None:
-        """Record the gaps that have settled: ended at least ``SETTLE_MS`` ago."""
-        settled = intervals.align(self.interval, self.now_ms - SETTLE_MS)
-        closed = intersect(gaps, [(gaps[0][0], settled)]) if gaps else []
-        self.result.exchange_gaps += self.gap_log.record(self.symbol, self.interval, closed)
 
 
 def in_order_concurrently(

@@ -2,18 +2,35 @@
 
 - Every request has ``OST_HTTP_TIMEOUT_S`` and up to ``OST_MAX_ATTEMPTS`` attempts, retried by
   stamina with exponential backoff and jitter. :func:`retry_hook` decides: transport errors, 5xx
-  and garbled bodies are retried, a 4xx never, and a 429/418 after exactly its ``Retry-After``.
+  and garbled bodies are retried, a 4xx never, and a 429/418 after exactly its ``Retry-After``
+  when that is at most :data:`~ost.pacing.MAX_WAIT_IN_RUN_S`.
+- ``OST_HTTP_TIMEOUT_S`` bounds each request as a whole, connect, headers and body
+  (:mod:`ost.transport`): a body that trickles in is cut at the timeout.
 - An attempt walks ``OST_BINANCE_BASE_URLS`` from the host that last worked, moving on at a
-  connection failure or a 5xx, and remembers the host that answers. A timeout ends the attempt
-  (the next one starts at the next host), so one slow host costs one timeout, not one per host.
+  connection failure, a 5xx, a host's refusal (403 from Binance's WAF, 451 for a restricted
+  location) or a ban, and remembers the host that answers. A timeout ends the attempt (the next
+  one starts at the next host), so one slow host costs one timeout, not one per host. When every
+  host refuses, one error says so (:class:`~ost.errors.BinanceRefused`; for 451
+  :class:`~ost.errors.RestrictedLocation`, which names data-api.binance.vision).
+- A 429 or 418 whose ``Retry-After`` is longer than a run waits is a ban: the host is called no
+  more before its end (:class:`~ost.pacing.HostBans`, kept in the ledger for the next runs by
+  :class:`~ost.runtime.Runtime`), so a ban is never extended by knocking on it.
+- Base URLs are named by their label, ``scheme://host[:port]`` (:mod:`ost.urls`), in every
+  message, count and record; credentials in one are sent as basic auth, never shown.
 - Every request first reserves its weight with :class:`~ost.pacing.WeightPacer`.
-- "Closed" is judged by Binance's clock (``/api/v3/time``, offset cached), not the local one.
+- "Closed" is judged by the earlier of the local clock and Binance's (``/api/v3/time``, offset
+  cached): :meth:`BinanceClient.now_ms`, and :mod:`ost.clock` for what it means. The local clock
+  is injectable too (``clock=``), so a clock that runs ahead needs no patching of ``time``.
+- A klines page comes with who answered what (:class:`KlinePage`: host and request), which is
+  an exchange-side gap's evidence; :meth:`BinanceClient.closed_klines` reads on after a short
+  page until its end (:mod:`ost.paging`), never taking a short or empty page for the end.
 
 The transport is injectable (``httpx.Client(transport=...)``) and nothing here imports prefect.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 import ssl
@@ -22,7 +39,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 import orjson
@@ -31,30 +48,62 @@ import stamina
 from stamina.instrumentation import RetryDetails, set_on_retry_hooks
 
 from ost import intervals, klines
+from ost.clock import (
+    ClockReading,
+    LocalClock,
+    closed_mask,
+    closed_stop,
+    earlier_now,
+    system_ms,
+)
 from ost.errors import (
     BadPayload,
+    BinanceError,
+    BinanceRefused,
     BinanceRejected,
     BinanceUnavailable,
+    HostsBanned,
     InvalidCandle,
     RateLimited,
+    RestrictedLocation,
 )
 from ost.klines import Columns
-from ost.pacing import WeightPacer
+from ost.pacing import (
+    DEFAULT_BAN_S,
+    MAX_WAIT_IN_RUN_S,
+    HostBans,
+    WeightPacer,
+    retry_after_s,
+)
+from ost.timefmt import iso_ms
+from ost.transport import deadline_transport, request_deadline
+from ost.urls import host_of, split_credentials, url_label
+
+if TYPE_CHECKING:
+    from ost.paging import Findings
 from ost.settings import Settings
 
 PAGE_LIMIT: Final = 1000
+KLINES_PATH: Final = "/api/v3/klines"
 WEIGHT: Final[dict[str, int]] = {
-    "/api/v3/klines": 2,
+    KLINES_PATH: 2,
     "/api/v3/exchangeInfo": 20,
     "/api/v3/ping": 1,
     "/api/v3/time": 1,
 }
 _WINDOW_MS: Final = {"SECOND": 1_000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
 USER_AGENT: Final = "ost-ingest/0.1"
+#: Answers by which a host refuses this client itself, not the request: the next one is tried.
+REFUSALS: Final = {403: "refused by Binance's WAF", 451: "restricted location"}
+#: Answers that say "too many requests": rest ``Retry-After`` seconds (or take it as a ban).
+RATE_LIMITS: Final = {418: "IP banned", 429: "too many requests"}
 
 
 def retry_hook(exc: Exception) -> bool | float:
-    """Stamina's ``on=``: seconds to wait for 429/418, True for transient errors, else False."""
+    """Stamina's ``on=``: seconds to wait for 429/418, True for transient errors, else False.
+
+    Refusals and bans (:class:`BinanceRefused`, :class:`HostsBanned`) are not retried in the run.
+    """
     if isinstance(exc, RateLimited):
         return exc.retry_after
     if isinstance(exc, InvalidCandle | BinanceRejected):
@@ -118,6 +167,72 @@ class RequestLog:
         with self._lock:
             self.answers[(base_url, status)] += 1
 
+    def drain(self) -> Counter[tuple[str, str]]:
+        """Take every count made so far out of the log, under the lock that :meth:`count` takes.
+
+        Iterating ``answers`` and subtracting from it later, without the lock, races with the
+        threads that count: a new key breaks the iteration, and a count made in between is lost.
+        """
+        with self._lock:
+            taken = +self.answers  # a copy of the positive counts
+            self.answers.clear()
+        return taken
+
+    def give_back(self, taken: Counter[tuple[str, str]]) -> None:
+        """Put counts taken by :meth:`drain` back (they could not be recorded), under the lock."""
+        with self._lock:
+            self.answers.update(taken)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One configured base URL as the client uses it."""
+
+    #: The base URL without its user and password: what httpx is given.
+    url: str
+    #: How it is named everywhere: ``scheme://host[:port]`` (:func:`ost.urls.url_label`).
+    label: str
+    #: Its host and port, as a ban names it.
+    host: str
+    #: Its credentials, sent as basic auth (None: none in the URL).
+    auth: httpx.BasicAuth | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, base_url: str) -> Endpoint:
+        """The endpoint of a configured base URL (credentials taken apart)."""
+        bare, credentials = split_credentials(base_url.rstrip("/"))
+        auth = None if credentials is None else httpx.BasicAuth(*credentials)
+        return cls(bare, url_label(bare), host_of(bare), auth)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """Why one base URL gave no answer in one walk, for the error that ends the walk."""
+
+    label: str
+    #: ``transient`` (retried), ``refused`` (403/451) or ``banned``.
+    kind: str
+    why: str
+    status: int | None = None
+
+
+TRANSIENT: Final = "transient"
+REFUSED: Final = "refused"
+BANNED: Final = "banned"
+
+
+@dataclass(frozen=True)
+class KlinePage:
+    """One ``/api/v3/klines`` answer: its candles, who answered, and what was asked."""
+
+    columns: Columns
+    #: The label of the base URL that answered (``scheme://host[:port]``), and the request's
+    #: path and query (``base_url + request`` asks it again, credentials aside).
+    base_url: str
+    request: str
+    #: Binance's clock when the answer arrived.
+    answered_at_ms: int
+
 
 @dataclass(frozen=True)
 class Pong:
@@ -152,22 +267,33 @@ class BinanceClient:
         max_attempts: int = 3,
         transport: httpx.BaseTransport | None = None,
         pacer: WeightPacer | None = None,
+        clock: LocalClock = system_ms,
     ) -> None:
         if not base_urls:
             raise ValueError("at least one base URL is needed")
-        self.base_urls = [url.rstrip("/") for url in base_urls]
+        self.endpoints = [Endpoint.of(url) for url in base_urls]
+        #: The base URLs by their labels (no credentials): what every message names.
+        self.base_urls = [endpoint.label for endpoint in self.endpoints]
         self.max_attempts = max_attempts
+        self.timeout_s = timeout_s
         self.log = RequestLog()
         self._http = httpx.Client(
-            transport=transport,
+            # Unless another is injected, httpx's own transport, bounded by a deadline per request.
+            transport=transport or deadline_transport(verify=tls_context()),
             timeout=timeout_s,
             headers={"User-Agent": USER_AGENT},
             verify=tls_context(),
         )
         self._preferred = 0
         self._offset_ms: int | None = None
+        #: The local clock (epoch ms); Binance's is this plus the offset :meth:`sync_time` measures.
+        self.local_ms = clock
+        #: The last measure of Binance's clock (host and offset), once :meth:`sync_time` ran.
+        self.clock_reading: ClockReading | None = None
         self._limits_known = False
         self.pacer = pacer or WeightPacer(server_now_ms=self.server_now_ms)
+        #: Hosts not to call before a time (long Retry-After); the runtime loads and records them.
+        self.bans = HostBans(clock_ms=clock)
 
     @classmethod
     def from_settings(
@@ -193,7 +319,7 @@ class BinanceClient:
 
     @property
     def base_url(self) -> str:
-        """The base URL that answered last (the one the next request tries first)."""
+        """The label of the base URL that answered last (the one the next request tries first)."""
         return self.base_urls[self._preferred]
 
     # ---- time ---------------------------------------------------------------------------------
@@ -204,18 +330,32 @@ class BinanceClient:
         return self._offset_ms
 
     def server_now_ms(self) -> int:
-        """Binance's clock: the local clock plus the offset measured by ``/api/v3/time``."""
-        return int(time.time() * 1000) + (self._offset_ms or 0)
+        """Binance's clock: the local clock plus the offset measured by ``/api/v3/time``.
+
+        What the weight windows are counted by; never what decides "closed" (:meth:`now_ms`).
+        """
+        return self.local_ms() + (self._offset_ms or 0)
+
+    def now_ms(self) -> int:
+        """The "now" of every decision about closed candles: the earlier of the two clocks.
+
+        Measures Binance's clock first if this client has not yet (one ``/api/v3/time``).
+        """
+        if self._offset_ms is None:
+            self.sync_time()
+        return earlier_now(self.local_ms(), self._offset_ms)
 
     def sync_time(self) -> int:
         """Measure and cache the offset of Binance's clock from ours, in milliseconds."""
-        sent = time.time() * 1000
+        sent = self.local_ms()
         body = self._get_json("/api/v3/time", {})
-        received = time.time() * 1000
+        received = self.local_ms()
         server_time = body.get("serverTime") if isinstance(body, dict) else None
         if type(server_time) is not int:
             raise BadPayload(f"/api/v3/time answered {body!r:.80} without an integer serverTime")
-        self._offset_ms = int(server_time - (sent + received) / 2)
+        self._offset_ms = server_time - (sent + received) // 2
+        # _get_json leaves the host that answered preferred.
+        self.clock_reading = ClockReading(host_of(self.base_url), self._offset_ms)
         return self._offset_ms
 
     # ---- klines -------------------------------------------------------------------------------
@@ -232,66 +372,104 @@ class BinanceClient:
         self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int = PAGE_LIMIT
     ) -> Columns:
         """Like :meth:`klines`, as numpy columns (what a backfill buffers until it writes)."""
+        return self.kline_page(symbol, interval, start_ms, end_ms, limit).columns
+
+    def kline_page(
+        self,
+        symbol: str,
+        interval: str,
+        start_ms: int,
+        end_ms: int | None,
+        limit: int = PAGE_LIMIT,
+    ) -> KlinePage:
+        """One page: up to ``limit`` candles from ``start_ms``, and who answered what.
+
+        The candles open in ``[start_ms, end_ms)``; with ``end_ms`` None the request has no
+        ``endTime``, and the answer holds the next candles wherever they are (even the one still
+        open). The host and the request are what an exchange-side gap's evidence names.
+        """
         intervals.check_symbol(symbol)
         intervals.check_interval(interval)
         self._learn_rate_limits()
-        params = {
-            "symbol": symbol,
-            "interval": interval,
-            "startTime": start_ms,
-            "endTime": end_ms - 1,
-            "limit": limit,
-        }
+        params: dict[str, Any] = {"symbol": symbol, "interval": interval, "startTime": start_ms}
+        if end_ms is not None:
+            params["endTime"] = end_ms - 1
+        params["limit"] = limit
         for attempt in self._attempts():
             with attempt:
-                return klines.parse_columns(self._get_json_once("/api/v3/klines", params), interval)
+                response = self._send(KLINES_PATH, params)
+                columns = klines.parse_columns(_json_of(response, KLINES_PATH), interval)
+                return KlinePage(
+                    columns,
+                    base_url=url_label(str(response.request.url)),
+                    request=response.request.url.raw_path.decode("ascii"),
+                    answered_at_ms=self.server_now_ms(),
+                )
         raise AssertionError("unreachable: stamina raises after the last attempt")
 
     def closed_klines(
-        self, symbol: str, interval: str, start_ms: int, end_ms: int | None = None
+        self,
+        symbol: str,
+        interval: str,
+        start_ms: int,
+        end_ms: int | None = None,
+        *,
+        findings: Findings | None = None,
     ) -> Iterator[pd.DataFrame]:
         """Every closed candle from ``start_ms`` to ``end_ms`` (default: now), page by page.
 
-        A candle is closed when its interval has ended by Binance's clock. Pages are yielded as
-        they arrive, so a caller can store each before asking for the next.
+        A candle is closed by its own ``close_time`` and the earlier of the two clocks
+        (:func:`ost.clock.closed_mask`), wherever it is in its page. Pages are yielded as they
+        arrive, so a caller can store each before asking for the next. A short page is not the
+        end: reading goes on to the end (:func:`ost.paging.read_range`), and what the answers
+        proved about holes, or left unanswered, is added to ``findings``.
         """
-        if self._offset_ms is None:
-            self.sync_time()
-        now = self.server_now_ms()
-        end = min(end_ms if end_ms is not None else now, intervals.align(interval, now))
-        cursor = start_ms
-        while cursor < end:
-            page = self.klines(symbol, interval, cursor, end)
-            if page.empty:
-                return
-            page = page[klines.open_time_ms(page) < end].reset_index(drop=True)
+        from ost.paging import Findings, read_range  # noqa: PLC0415  # ost ping needs no store
+
+        now = self.now_ms()
+        end = min(end_ms if end_ms is not None else now, closed_stop(interval, now))
+        seen = findings if findings is not None else Findings()
+        for step in read_range(self, symbol, interval, start_ms, end):
+            seen.add(step)
+            page = klines.frame_from_columns(step.columns)
+            opens = klines.open_time_ms(page)
+            keep = closed_mask(interval, opens, klines.close_time_ms(page), now) & (opens < end)
+            page = page[keep].reset_index(drop=True)
             if not page.empty:
                 yield page
-            last = int(klines.open_time_ms(page)[-1]) if not page.empty else end
-            cursor = intervals.next_open(interval, last)
-            if len(page) < PAGE_LIMIT:
-                return
 
     # ---- diagnostics --------------------------------------------------------------------------
 
     def ping_all(self) -> list[Pong]:
-        """Ask every base URL for ``/api/v3/time`` once: reachable, latency, skew, used weight."""
-        return [self._ping(base_url) for base_url in self.base_urls]
+        """Ask every base URL for ``/api/v3/time`` once: reachable, latency, skew, used weight.
 
-    def _ping(self, base_url: str) -> Pong:
-        sent = time.time()
+        A banned host is not asked (that would extend its ban); a long 429/418 bans one.
+        """
+        return [self._ping(endpoint) for endpoint in self.endpoints]
+
+    def _ping(self, endpoint: Endpoint) -> Pong:
+        label = endpoint.label
+        if (until := self.bans.until(endpoint.host)) is not None:
+            return Pong(label, False, None, None, None, f"{_banned(until)}: not asked")
+        started = time.perf_counter()
+        sent = self.local_ms()
         try:
-            response = self._http.get(base_url + "/api/v3/time")
-            response.raise_for_status()
+            response = self._get(endpoint, "/api/v3/time", {})
+            if response.status_code in RATE_LIMITS:
+                wait = self._retry_after(response)
+                if wait > MAX_WAIT_IN_RUN_S:
+                    self._ban(endpoint, response, wait)
+            if response.status_code >= 400:
+                return Pong(label, False, None, None, _used_weight(response), _status(response))
             server_time = int(response.json()["serverTime"])
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-            return Pong(base_url, False, None, None, None, _describe(exc))
-        received = time.time()
+            return Pong(label, False, None, None, None, _describe(exc))
+        received = self.local_ms()
         return Pong(
-            base_url,
+            label,
             True,
-            round((received - sent) * 1000, 1),
-            int(server_time - (sent + received) * 500),
+            round((time.perf_counter() - started) * 1000, 1),
+            server_time - (sent + received) // 2,
             _used_weight(response),
             None,
         )
@@ -308,52 +486,106 @@ class BinanceClient:
         raise AssertionError("unreachable: stamina raises after the last attempt")
 
     def _get_json_once(self, path: str, params: dict[str, Any]) -> Any:
-        response = self._send(path, params)
-        try:
-            return orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            kind = response.headers.get("content-type", "unknown content type")
-            raise BadPayload(
-                f"{response.url.host} answered {path} with a body that is not JSON ({kind}, "
-                f"{len(response.content)} bytes)"
-            ) from None
+        return _json_of(self._send(path, params), path)
+
+    def _get(self, endpoint: Endpoint, path: str, params: dict[str, Any]) -> httpx.Response:
+        """One GET of ``path`` from ``endpoint``, bounded as a whole by ``OST_HTTP_TIMEOUT_S``."""
+        auth = endpoint.auth or httpx.USE_CLIENT_DEFAULT
+        with request_deadline(self.timeout_s):
+            return self._http.get(endpoint.url + path, params=params, auth=auth)
 
     def _send(self, path: str, params: dict[str, Any]) -> httpx.Response:
-        """One attempt: walk the base URLs from the preferred one until one answers below 500."""
+        """One attempt: walk the base URLs from the preferred one until one answers.
+
+        A connection failure, a 5xx, a refusal (403, 451) or a ban (a host banned before, or a
+        429/418 asking for longer than :data:`MAX_WAIT_IN_RUN_S`) moves on to the next base URL;
+        a banned host is not called. A timeout ends the attempt.
+        """
         self.pacer.acquire(WEIGHT.get(path, 1))
-        failures: list[str] = []
-        count = len(self.base_urls)
+        failures: list[_Failure] = []
+        count = len(self.endpoints)
         for step in range(count):
             index = (self._preferred + step) % count
-            base_url = self.base_urls[index]
+            endpoint = self.endpoints[index]
+            label = endpoint.label
+            if (until := self.bans.until(endpoint.host)) is not None:
+                failures.append(_Failure(label, BANNED, f"{_banned(until)} (not called)"))
+                continue
             sent_at = self.server_now_ms()
             try:
-                response = self._http.get(base_url + path, params=params)
+                response = self._get(endpoint, path, params)
             except httpx.TimeoutException as exc:
-                self.log.count(base_url, "timeout")
+                self.log.count(label, "timeout")
                 self._preferred = (index + 1) % count
-                raise BinanceUnavailable(f"{base_url}{path} timed out: {_describe(exc)}") from exc
+                raise BinanceUnavailable(
+                    f"{label}{path} timed out: no whole answer within OST_HTTP_TIMEOUT_S="
+                    f"{self.timeout_s:g} s ({_describe(exc)})"
+                ) from exc
             except httpx.TransportError as exc:
-                self.log.count(base_url, "error")
-                failures.append(f"{base_url}: {_describe(exc)}")
+                self.log.count(label, "error")
+                failures.append(_Failure(label, TRANSIENT, _describe(exc)))
                 continue
-            self.log.count(base_url, str(response.status_code))
+            status = response.status_code
+            self.log.count(label, str(status))
             self._observe_weight(response, sent_at)
-            if response.status_code >= 500:
-                failures.append(f"{base_url}: HTTP {response.status_code}")
+            if status >= 500:
+                failures.append(_Failure(label, TRANSIENT, f"HTTP {status}"))
                 continue
+            if status in REFUSALS:
+                failures.append(_Failure(label, REFUSED, _status(response), status))
+                continue
+            if status in RATE_LIMITS:
+                wait = self._retry_after(response)
+                if wait > MAX_WAIT_IN_RUN_S:  # a ban: never slept in the run
+                    until = self._ban(endpoint, response, wait)
+                    why = f"{_status(response)}, Retry-After {_retry_after_header(response)}"
+                    failures.append(_Failure(label, BANNED, f"{why}: {_banned(until)}", status))
+                    continue
+                self._preferred = index
+                self.pacer.exhaust()  # Binance says the window is spent
+                raise _rate_limited(response, label, wait)
             self._preferred = index
-            _raise_for_4xx(response)
+            _raise_for_4xx(response, label)
             return response
-        raise BinanceUnavailable(f"no base URL answered {path}: " + "; ".join(failures))
+        raise _none_answered(path, failures)
+
+    def _retry_after(self, response: httpx.Response) -> float:
+        """The seconds a 429/418 asks to rest; for a missing or nonsensical value, a default.
+
+        The default of a 429 is the rest of the weight window (what Binance's Retry-After is),
+        that of a 418 Binance's shortest ban (:data:`~ost.pacing.DEFAULT_BAN_S`).
+        """
+        default = (
+            DEFAULT_BAN_S
+            if response.status_code == 418
+            else min(self.pacer.seconds_to_turnover(), MAX_WAIT_IN_RUN_S)
+        )
+        binance_now = dt.datetime.fromtimestamp(self.server_now_ms() / 1000, tz=dt.UTC)
+        return retry_after_s(response.headers.get("Retry-After"), now=binance_now, default=default)
+
+    def _ban(self, endpoint: Endpoint, response: httpx.Response, wait: float) -> int:
+        """Call ``endpoint``'s host no more for ``wait`` seconds, and say so; the ban's end.
+
+        For a 429/418 asking for longer than :data:`MAX_WAIT_IN_RUN_S`; the end is epoch ms by
+        the local clock.
+        """
+        until = self.local_ms() + round(wait * 1000)
+        if not self.bans.ban(endpoint.host, until):
+            return until  # banned already, by a request in flight at the same time: said once
+        RETRY_LOG.warning(
+            "%s answered %s with Retry-After %s: no request goes to it before %s UTC",
+            endpoint.label,
+            _status(response),
+            _retry_after_header(response),
+            iso_ms(until),
+        )
+        return until
 
     def _observe_weight(self, response: httpx.Response, sent_at_ms: int) -> None:
         used = _used_weight(response)
         if used is not None:
             self.log.used_weight = used
             self.pacer.observe(used, sent_at_ms)
-        if response.status_code in (418, 429):
-            self.pacer.exhaust()
 
     def _learn_rate_limits(self) -> None:
         """Adopt the REQUEST_WEIGHT limit of exchangeInfo once per client."""
@@ -369,20 +601,76 @@ class BinanceClient:
                 return
 
 
-def _raise_for_4xx(response: httpx.Response) -> None:
+def _json_of(response: httpx.Response, path: str) -> Any:
+    """The body of ``response`` as JSON, or :class:`BadPayload`."""
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        kind = response.headers.get("content-type", "unknown content type")
+        raise BadPayload(
+            f"{response.url.host} answered {path} with a body that is not JSON ({kind}, "
+            f"{len(response.content)} bytes)"
+        ) from None
+
+
+def _raise_for_4xx(response: httpx.Response, label: str) -> None:
+    """Raise :class:`BinanceRejected` for a 4xx answer from the base URL ``label``."""
     status = response.status_code
     if status < 400:
         return
     code, message = _binance_error(response)
-    where = f"{response.request.url.path} on {response.url.host}"
-    if status in (418, 429):
-        retry_after = float(response.headers.get("Retry-After", "60"))
-        raise RateLimited(
-            f"HTTP {status} from {where}: {message}; retry after {retry_after:g}s",
-            status=status,
-            retry_after=retry_after,
-        )
+    where = f"{response.request.url.path} on {label}"
     raise BinanceRejected(f"HTTP {status} from {where}: {message}", status=status, code=code)
+
+
+def _rate_limited(response: httpx.Response, label: str, wait: float) -> RateLimited:
+    """A 429/418 from ``label`` to be waited out (``wait`` seconds), then retried."""
+    status = response.status_code
+    _, message = _binance_error(response)
+    return RateLimited(
+        f"HTTP {status} from {response.request.url.path} on {label}: {message}; retry after "
+        f"{wait:g}s",
+        status=status,
+        retry_after=wait,
+    )
+
+
+def _none_answered(path: str, failures: list[_Failure]) -> BinanceError:
+    """The one error of a walk in which no base URL answered: why, grouped by reason.
+
+    Retried (:class:`BinanceUnavailable`) while any host failed for a passing reason; else every
+    host refused or is banned, which no retry inside the run can change.
+    """
+    grouped: dict[str, list[str]] = {}
+    for failure in failures:
+        grouped.setdefault(failure.why, []).append(failure.label)
+    why = "; ".join(f"{reason} from {', '.join(labels)}" for reason, labels in grouped.items())
+    kinds = {failure.kind for failure in failures}
+    if TRANSIENT in kinds or not failures:
+        return BinanceUnavailable(f"no base URL answered {path}: {why}")
+    if BANNED in kinds:
+        return HostsBanned(f"every base URL is banned or refused {path}: {why}")
+    if any(failure.status == 451 for failure in failures):
+        return RestrictedLocation(f"every base URL refused {path}: {why}")
+    return BinanceRefused(f"every base URL refused {path}: {why}")
+
+
+def _status(response: httpx.Response) -> str:
+    """An error answer's status, named: ``HTTP 451 (restricted location)``."""
+    status = response.status_code
+    named = REFUSALS.get(status) or RATE_LIMITS.get(status)
+    return f"HTTP {status} ({named})" if named else f"HTTP {status}"
+
+
+def _retry_after_header(response: httpx.Response) -> str:
+    """The Retry-After header as sent (quoted, at most 40 characters), or ``none``."""
+    value = response.headers.get("Retry-After")
+    return "none" if value is None else repr(value[:40])
+
+
+def _banned(until_ms: int) -> str:
+    """``banned until 2026-05-01 12:00 UTC``."""
+    return f"banned until {iso_ms(until_ms)} UTC"
 
 
 def _binance_error(response: httpx.Response) -> tuple[int | None, str]:

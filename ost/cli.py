@@ -16,9 +16,12 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from ost.backfill import BackfillResult
+    from ost.clock import ClockReading
     from ost.ingest import StreamOutcome
+    from ost.ledger import Ledger, LedgerHealth
     from ost.runtime import Runtime
     from ost.settings import Settings
+    from ost.verify import Report
 
 app = typer.Typer(
     name="ost",
@@ -55,6 +58,12 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _warn(line: str | None) -> None:
+    """One warning line on stderr (nothing for None)."""
+    if line:
+        typer.echo(f"ost: warning: {line}", err=True)
+
+
 @contextmanager
 def _bad_input_exits_2() -> Iterator[None]:
     """Turn :class:`BadInput` into one line on stderr and exit status 2."""
@@ -75,11 +84,15 @@ def _runtime(settings: Settings) -> Runtime:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _settings() -> Settings:
-    from ost.settings import load_settings
+def _settings(*, notifying: bool = False) -> Settings:
+    """The settings, or one line and exit 2; ``notifying`` also checks the apprise targets."""
+    from ost.settings import check_apprise_urls, load_settings
 
     with _bad_input_exits_2():
-        return load_settings()
+        settings = load_settings()
+        if notifying:
+            check_apprise_urls(settings)
+        return settings
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -102,6 +115,7 @@ def ingest(
     runtime = _runtime(settings)
     outcomes = runtime.ingest_many(runtime.streams(chosen_symbols, chosen_intervals))
     runtime.close()
+    _warn(runtime.clock_warning())
     _print_outcomes(outcomes)
     if not all(outcome.ok for outcome in outcomes):
         raise typer.Exit(EXIT_FAILED)
@@ -116,7 +130,7 @@ def _print_outcomes(outcomes: list[StreamOutcome]) -> None:
     for column in ("symbol", "interval", "result", "new candles", "last candle (UTC)", "seconds"):
         table.add_column(column)
     for outcome in outcomes:
-        result = "[green]ok[/]" if outcome.ok else f"[red]failed: {outcome.reason}[/]"
+        result = _result_cell("ok" if outcome.ok else "failed", outcome.reason)
         table.add_row(
             outcome.symbol,
             outcome.interval,
@@ -129,15 +143,48 @@ def _print_outcomes(outcomes: list[StreamOutcome]) -> None:
     console.print(table)
     for outcome in outcomes:
         if not outcome.ok:
-            console.print(f"[red]{outcome.symbol} {outcome.interval}:[/] {outcome.error}")
+            _print_problem(console, outcome.symbol, outcome.interval, outcome.error)
+
+
+def _result_cell(status: str, reason: str | None) -> str:
+    """A result as the tables show it: ``ok``, ``incomplete`` or ``failed: REASON``."""
+    if status == "ok":
+        return "[green]ok[/]"
+    if status == "incomplete" or reason == "incomplete":
+        return "[red]incomplete[/]"
+    return f"[red]failed: {reason}[/]"
+
+
+def _print_problem(console: Console, symbol: str, interval: str, message: str | None) -> None:
+    """One line: a stream's error, or what it still misses and why."""
+    from rich.markup import escape
+
+    text = escape(message or "")
+    prefix = f"{symbol} {interval}: "
+    console.print(f"[red]{prefix}[/]{text.removeprefix(prefix)}", highlight=False)
 
 
 IntervalOption = Annotated[
     str, typer.Option("--interval", help="'all' (OST_INTERVALS), or intervals like 1h,1d.")
 ]
 DaysOption = Annotated[float | None, typer.Option("--days", help="The last N days up to now.")]
-StartOption = Annotated[str | None, typer.Option("--start", help="ISO-8601 start (UTC).")]
-EndOption = Annotated[str | None, typer.Option("--end", help="ISO-8601 end (UTC), default now.")]
+StartOption = Annotated[
+    str | None,
+    typer.Option(
+        "--start",
+        help="ISO-8601 start (UTC): candles opening at or after it; a date alone starts the day.",
+    ),
+]
+EndOption = Annotated[
+    str | None,
+    typer.Option(
+        "--end",
+        help=(
+            "ISO-8601 end (UTC), inclusive: candles opening at or before it, as Binance's "
+            "endTime; a date alone is the whole day (default now)."
+        ),
+    ),
+]
 
 
 def _request(
@@ -200,25 +247,46 @@ def backfill(
             workers=settings.max_concurrency,
         )
     runtime.close()
+    _warn(runtime.clock_warning())
     _print_backfill(results)
     if not all(result.ok for result in results):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _problem(result: BackfillResult) -> str | None:
+    """Why a backfill is not ok: its error, or what it still misses (as its flow task says it)."""
+    from ost.errors import Incomplete
+
+    if result.incomplete is None:
+        return result.error
+    return str(Incomplete.of_stream(result.symbol, result.interval, result.incomplete))
 
 
 def _print_backfill(results: list[BackfillResult]) -> None:
     from rich.table import Table
 
     table = Table(title="ost backfill")
-    columns = ("symbol", "interval", "result", "missing", "written", "archive", "api", "seconds")
+    columns = (
+        "symbol",
+        "interval",
+        "result",
+        "missing",
+        "written",
+        "still missing",
+        "archive",
+        "api",
+        "seconds",
+    )
     for column in columns:
         table.add_column(column)
     for result in results:
         table.add_row(
             result.symbol,
             result.interval,
-            "[green]ok[/]" if result.ok else f"[red]failed: {result.reason}[/]",
+            _result_cell(result.status, result.reason),
             str(result.missing),
             str(result.written),
+            str(result.still_missing),
             str(result.from_archive),
             str(result.from_api),
             f"{result.seconds:.2f}",
@@ -227,7 +295,7 @@ def _print_backfill(results: list[BackfillResult]) -> None:
     console.print(table)
     for result in results:
         if not result.ok:
-            console.print(f"[red]{result.symbol} {result.interval}:[/] {result.error}")
+            _print_problem(console, result.symbol, result.interval, _problem(result))
 
 
 EXIT_GAPS_REMAIN = 3
@@ -241,19 +309,34 @@ def gaps(
     end: EndOption = None,
     symbols: SymbolsOption = None,
     repair: Annotated[bool, typer.Option("--repair", help="Backfill the missing ranges.")] = False,
+    recheck: Annotated[
+        bool,
+        typer.Option(
+            "--recheck",
+            help=(
+                "Forget the exchange-side gaps recorded in the range and repair: Binance is "
+                "asked again, so a wrong record is undone."
+            ),
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="A JSON report, for machines.")] = False,
 ) -> None:
-    """Missing candles per stream as ranges; exchange-side gaps apart; --repair fills the rest."""
+    """Missing candles per stream as ranges; exchange-side gaps apart; --repair fills the rest.
+
+    An exchange-side gap counts only with Binance's evidence (a later candle); --recheck asks
+    Binance about the recorded ones again.
+    """
     settings = _settings()
     streams, start_ms, end_ms = _request(settings, interval, symbols, days, start, end)
     from ost.progress import terminal_progress
 
     runtime = _runtime(settings)
-    with terminal_progress(streams, quiet=as_json or not repair) as progress:
+    with terminal_progress(streams, quiet=as_json or not (repair or recheck)) as progress:
         report, status = runtime.check_gaps(
-            streams, start_ms, end_ms, repair_gaps=repair, progress=progress
+            streams, start_ms, end_ms, repair_gaps=repair, recheck=recheck, progress=progress
         )
     runtime.close()
+    _warn(runtime.clock_warning())
     if as_json:
         typer.echo(report.to_json())
     else:
@@ -265,6 +348,81 @@ def gaps(
         else:  # a pipe or a file gets the Markdown itself, not a rendering padded to a width
             typer.echo(report.to_markdown())
     raise typer.Exit(status)
+
+
+@app.command()
+def verify(
+    repair: Annotated[
+        bool,
+        typer.Option("--repair", help="Quarantine what is wrong and fetch its range again."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON report, for machines.")] = False,
+) -> None:
+    """The store as its consumers read it (pyarrow, DuckDB): exit 0 clean, 1 not."""
+    settings = _settings()
+    from ost.errors import OstError
+    from ost.runtime import open_store
+    from ost.verify import EXTRA_HINT, verify_store
+    from ost.verify import repair as repair_store
+
+    with _bad_input_exits_2():
+        store = open_store(settings.data_dir)
+    try:
+        report = verify_store(store)
+        if repair and not report.clean:
+            runtime = _runtime(settings)
+
+            def refetch(symbol: str, interval: str, start_ms: int, end_ms: int) -> int:
+                return runtime.backfill(symbol, interval, start_ms, end_ms, source="auto").written
+
+            repairs = repair_store(runtime.store, report, refetch)
+            runtime.record_quarantined()
+            runtime.close()
+            report = verify_store(runtime.store)
+            report.repairs = repairs
+    except OstError as exc:  # the store cannot even be listed: one line, not a traceback
+        _fail(str(exc), EXIT_FAILED)
+    if missing := report.missing_readers():
+        _warn(f"{' and '.join(missing)} not installed, so not checked: {EXTRA_HINT}")
+    if as_json:
+        typer.echo(report.to_json())
+    else:
+        _print_verify(report)
+    raise typer.Exit(report.exit_status())
+
+
+def _print_verify(report: Report) -> None:
+    """``ost verify``'s findings as a table, then what the readers saw, what was repaired."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = _console()
+    if report.findings:
+        table = Table(title="ost verify")
+        for column in ("problem", "file", "detail"):
+            table.add_column(column)
+        for finding in report.findings:
+            table.add_row(finding.kind, escape(finding.path), escape(finding.detail))
+        console.print(table)
+    readers = ", ".join(f"{name} {version}" for name, version in report.readers.items() if version)
+    console.print(f"readers: {readers}", highlight=False)
+    for view in report.views:
+        seen = view.error or f"{view.rows} rows, {view.duplicates or 0} duplicate candles"
+        console.print(f"the whole dataset through {view.reader}: {escape(seen)}", highlight=False)
+    for done in report.repairs:
+        stream = f"{done.symbol} {done.interval} " if done.symbol else ""
+        what = " ".join(part for part in (done.path, done.detail) if part)
+        written = f": {done.written} candles" if done.written is not None else ""
+        console.print(f"{done.action}: {stream}{escape(what)}{written}", highlight=False)
+    summary = f"{report.partitions} partition files, {report.candles} candles"
+    if report.clean:
+        console.print(f"[green]clean[/]: {summary}", highlight=False)
+    else:
+        console.print(
+            f"[red]not clean[/]: {len(report.findings)} problems in {summary}"
+            + ("" if report.repairs else " (`ost verify --repair` heals them)"),
+            highlight=False,
+        )
 
 
 @app.command()
@@ -299,37 +457,41 @@ def up(
     sim_port: Annotated[int, typer.Option(help="The simulator's port (with --simulate).")] = 8900,
 ) -> None:
     """The single-machine stack: Prefect server, work pool, deployments, worker, metrics."""
+    import contextlib
     import time
 
     from ost.stack import running_stack, wait_for
 
-    settings = _settings()
+    settings = _settings(notifying=True)  # the stack's watchdog must be able to deliver
     console = _console()
 
     def say(line: str) -> None:
-        console.print(f"[dim]ost up:[/] {line}", highlight=False)
+        # A closed terminal (EIO) or pipe (EPIPE, which rich turns into SystemExit) must not
+        # stop ost up, least of all while it stops its children.
+        with contextlib.suppress(OSError, SystemExit):
+            console.print(f"[dim]ost up:[/] {line}", highlight=False)
 
     try:
         with running_stack(simulate, sim_port, say) as stack:
             ui = stack.env["PREFECT_API_URL"].removesuffix("/api")
             metrics = f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
             wait_for(metrics.removesuffix("metrics") + "healthz", "ost metrics")
+            exports = ["PREFECT_API_URL"]
+            if simulate:
+                exports += ["OST_BINANCE_BASE_URLS", "OST_ARCHIVE_BASE_URL"]
             console.print(
                 f"\n[bold green]ost-ingest is up.[/] Prefect UI: {ui}   metrics: {metrics}\n"
-                f"Try, in another terminal:\n"
-                f"  export PREFECT_API_URL={stack.env['PREFECT_API_URL']}\n"
-                + (
-                    f"  export OST_BINANCE_BASE_URLS={stack.env['OST_BINANCE_BASE_URLS']}"
-                    f" OST_ARCHIVE_BASE_URL={stack.env['OST_ARCHIVE_BASE_URL']}\n"
-                    if simulate
-                    else ""
-                )
-                + "  prefect deployment run ingest-all/scheduled\n"
-                "  prefect deployment run backfill/manual --param interval=1h --param days=2\n"
+                "Try, in another terminal in this directory:\n"
+                + "".join(f"  export {name}={stack.env[name]}\n" for name in exports)
+                + "  uv run ost status\n"
+                "  uv run ost ping\n"
+                "  uv run prefect deployment run backfill/manual"
+                " --param interval=1h --param days=2\n"
                 "  uv run ost schedule pause   # and: uv run ost schedule resume\n"
-                "  uv run ost status\n"
+                f"  curl -s {metrics} | grep ost_\n"
                 "Ctrl-C stops everything ost up started.\n",
                 highlight=False,
+                soft_wrap=True,
             )
             while True:
                 stack.check_alive()
@@ -346,23 +508,37 @@ def ping() -> None:
     from rich.table import Table
 
     from ost.binance import BinanceClient
+    from ost.clock import ClockReading, host_of
+    from ost.ledger import Bookkeeping, Ledger
 
     settings = _settings()
+    book = Bookkeeping(Ledger.for_settings(settings))  # a banned host is not asked
     with BinanceClient.from_settings(settings) as client:
+        client.bans.load(book.read("the hosts banned", lambda ledger: ledger.host_bans(), {}))
         pongs = client.ping_all()
+    if bans := client.bans.take_unrecorded():  # a long 429/418 to a ping bans its host too
+        book.record("the hosts banned", lambda ledger: ledger.record_host_bans(bans))
     table = Table(title="ost ping")
-    for column in ("base URL", "reachable", "latency ms", "skew ms", "used weight", "error"):
+    columns = ("base URL", "reachable", "latency ms", "skew ms", "clock", "used weight", "error")
+    for column in columns:
         table.add_column(column)
-    for pong in pongs:
+    readings = [
+        None if pong.skew_ms is None else ClockReading(host_of(pong.base_url), pong.skew_ms)
+        for pong in pongs
+    ]
+    for pong, reading in zip(pongs, readings, strict=True):
         table.add_row(
             pong.base_url,
             "[green]yes[/]" if pong.ok else "[red]no[/]",
             _or_dash(pong.latency_ms),
             _or_dash(pong.skew_ms),
+            _clock_cell(reading, settings),
             _or_dash(pong.used_weight),
             pong.error or "",
         )
     _console().print(table)
+    for reading in readings:
+        _warn(None if reading is None else reading.warning(settings.max_clock_skew))
     if not any(pong.ok for pong in pongs):
         raise typer.Exit(EXIT_FAILED)
 
@@ -371,22 +547,73 @@ def _or_dash(value: object) -> str:
     return "-" if value is None else str(value)
 
 
+def _clock_cell(reading: ClockReading | None, settings: Settings) -> str:
+    """``ok``, or ``skewed`` past ``OST_MAX_CLOCK_SKEW`` (``-`` when the host did not answer)."""
+    if reading is None:
+        return "-"
+    return "[red]skewed[/]" if reading.exceeds(settings.max_clock_skew) else "[green]ok[/]"
+
+
 @app.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="JSON, for machines.")] = False,
 ) -> None:
-    """Per stream: last candle, last success, failing since, level; is the schedule paused."""
+    """Per stream: level, state (ok, failing, overdue, stale), lag, last stored candle."""
     import json
 
     from alerts.watchdog import ladder_status
+    from ost.ledger import Ledger
 
     settings = _settings()
-    report = ladder_status(settings).to_dict()
+    ledger = Ledger.for_settings(settings)
+    health = ledger.health()
+    if not health.readable:  # still answer: the streams as the candle store shows them
+        ledger = Ledger.empty()
+    report = ladder_status(settings, ledger=ledger).to_dict()
+    report["ledger"] = health.to_dict()
     report["ingest_schedule"] = _schedule_state()
+    skew = _last_clock_skew(ledger)
+    report["clock_skew"] = None if skew is None else skew.as_dict(settings.max_clock_skew)
+    report["host_bans"] = _host_bans(ledger)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
     _print_status(report)
+    _print_clock_skew(skew, settings)
+    _print_host_bans(report["host_bans"])
+    _print_ledger(health)
+
+
+def _host_bans(ledger: Ledger) -> list[dict[str, Any]]:
+    """The hosts banned now (not called before a time), for ``ost status``: host and end."""
+    import datetime as dt
+    import time
+
+    now_ms = time.time_ns() // 1_000_000
+    return [
+        {
+            "host": host,
+            "banned_until": dt.datetime.fromtimestamp(until_ms / 1000, dt.UTC).isoformat(),
+            "banned_until_ms": until_ms,
+        }
+        for host, until_ms in sorted(ledger.host_bans().items())
+        if until_ms > now_ms
+    ]
+
+
+def _print_host_bans(bans: list[dict[str, Any]]) -> None:
+    """``ost status``'s line of the hosts banned: none, or each with the end of its ban."""
+    from ost.timefmt import iso_ms
+
+    if not bans:
+        _console().print("host bans: none", highlight=False)
+        return
+    shown = ", ".join(f"{ban['host']} until {iso_ms(ban['banned_until_ms'])} UTC" for ban in bans)
+    _console().print(
+        f"[red]host bans:[/] {shown} (a long Retry-After from Binance): no request goes to"
+        " them before then",
+        highlight=False,
+    )
 
 
 def _schedule_state() -> str:
@@ -395,8 +622,10 @@ def _schedule_state() -> str:
 
     if not os.environ.get("PREFECT_API_URL"):
         return "unknown (PREFECT_API_URL is not set)"
-    from flows.control import schedule_state
+    from flows.control import api_problem, schedule_state
 
+    if problem := api_problem():
+        return f"unknown ({problem})"
     try:
         state = schedule_state()
     except Exception as exc:  # noqa: BLE001  # any failure to reach Prefect is reported, not fatal
@@ -407,25 +636,63 @@ def _schedule_state() -> str:
 
 
 def _print_status(report: dict[str, Any]) -> None:
+    import datetime as dt
+
     from rich.table import Table
 
+    from alerts.policy import human_duration
+
     table = Table(title=f"ost status: level {report['level']}")
-    columns = ("symbol", "interval", "level", "last candle", "last success", "failing since")
-    for column in (*columns, "last error"):
+    columns = ("symbol", "interval", "level", "state", "lag", "last candle", "last success")
+    for column in (*columns, "failing since", "last error"):
         table.add_column(column)
     for stream in report["streams"]:
+        lag = stream["lag_seconds"]
         table.add_row(
             stream["symbol"],
             stream["interval"],
             stream["level"],
+            stream["state"],
+            "-" if lag is None else human_duration(dt.timedelta(seconds=lag)),
             _or_dash(stream["last_candle_open_time"]),
             _or_dash(stream["last_success_at"]),
             _or_dash(stream["down_since"]),
-            (stream["last_reason"] or "") if stream["down_since"] else "",
+            (stream["last_reason"] or "") if stream["failing_since"] else "",
         )
     console = _console()
     console.print(table)
     console.print(f"ingest schedule: {report['ingest_schedule']}", highlight=False)
+
+
+def _last_clock_skew(ledger: Ledger) -> ClockReading | None:
+    """The clock skew last measured by any run (the ledger's), for ``ost status``."""
+    return ledger.last_clock_skew()
+
+
+def _print_ledger(health: LedgerHealth) -> None:
+    """``ost status``'s line of the ingestion ledger: ok, or unavailable and why."""
+    from rich.markup import escape
+
+    if health.available:
+        _console().print("ledger: ok", highlight=False)
+        return
+    since = f" since {health.since:%Y-%m-%d %H:%M:%S} UTC" if health.since else ""
+    _console().print(
+        f"[red]ledger: unavailable{since} ({health.fault})[/]: {escape(health.error or '')};"
+        " the candles are stored all the same, but what the metrics and the watchdog read is"
+        " missing",
+        highlight=False,
+    )
+
+
+def _print_clock_skew(skew: ClockReading | None, settings: Settings) -> None:
+    """``ost status``'s line of the clock skew last seen."""
+    line = (
+        "clock skew: not measured yet (no run has asked Binance)"
+        if skew is None
+        else skew.status_line(settings.max_clock_skew)
+    )
+    _console().print(line, highlight=False)
 
 
 @app.command()
@@ -441,8 +708,10 @@ def watchdog() -> None:
     """One evaluation of the escalation ladder (the watchdog flow), sending what is due."""
     from alerts.watchdog import run_watchdog
 
-    report = run_watchdog(_settings())
-    typer.echo(f"level: {report.level.name.lower()}; sent: {len(report.sent)}")
+    report = run_watchdog(_settings(notifying=True))
+    pending = [f"{message.kind.value} ({delivery.value})" for message, delivery in report.pending]
+    due = f"; still due: {', '.join(pending)}" if pending else ""
+    typer.echo(f"level: {report.level.name.lower()}; sent: {len(report.sent)}{due}")
 
 
 @app.command("notify-test")
@@ -456,7 +725,7 @@ def notify_test(
     from ost.errors import NotifyError
 
     try:
-        accepted = send_test(_settings(), tag)
+        accepted = send_test(_settings(notifying=True), tag)
     except NotifyError as exc:
         _fail(str(exc), EXIT_FAILED)
     typer.echo(f"sent: {accepted} target(s) accepted the test notification")
@@ -467,9 +736,22 @@ app.add_typer(schedule_app, name="schedule")
 
 
 def _set_schedule(paused: bool) -> None:
-    from flows.control import set_paused
+    """Pause or resume through the Prefect server; with none to ask, one line and exit 2."""
+    from flows.control import api_problem, set_paused
 
+    if problem := api_problem():
+        _fail(
+            f"{problem}: start the stack with `uv run ost up` and export the PREFECT_API_URL"
+            " it prints",
+            EXIT_BAD_INPUT,
+        )
     state = set_paused(paused)
+    if not state.exists:
+        _fail(
+            f"{state.deployment} is not deployed on this Prefect server"
+            " (`uv run ost up` deploys prefect.yaml)",
+            EXIT_BAD_INPUT,
+        )
     typer.echo(f"{state.deployment}: {'paused' if state.paused else 'scheduled'}")
 
 

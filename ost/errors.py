@@ -6,22 +6,35 @@
     ├── BadInput                   a symbol, interval, date or setting is wrong (CLI exit 2)
     ├── BinanceError               Binance did not give us valid candles
     │   ├── BinanceUnavailable     every base URL failed: connection, timeout or 5xx (retried)
+    │   ├── BinanceRefused         every base URL refused us: 403 (WAF) or 451 (not retried)
+    │   │   └── RestrictedLocation 451 everywhere: data-api.binance.vision is the way out
+    │   ├── HostsBanned            every base URL is banned (429/418) past what a run waits
     │   ├── BinanceRejected        a 4xx answer: the request itself is wrong (never retried)
-    │   │   └── RateLimited        429 or 418: wait ``retry_after`` seconds (retried after it)
-    │   └── BadPayload             the body is not klines JSON: truncated, HTML page (retried)
-    │       └── InvalidCandle      a row is well-formed but impossible (never retried)
+    │   │   └── RateLimited        429 or 418 for a short while: retried after ``retry_after`` s
+    │   ├── BadPayload             the body is not klines JSON: truncated, HTML page (retried)
+    │   │   └── InvalidCandle      a row is well-formed but impossible (never retried)
+    │   └── Incomplete             candles of the range neither sent nor proven absent by Binance
     ├── StoreError                 the candle store cannot be read or written
-    │   └── StoreCorrupt           a stored file does not read as a valid partition
+    │   ├── StoreCorrupt           a stored file does not read as a valid partition
+    │   │   └── PartitionCorrupt   one partition file: quarantined and fetched again by ingestion
+    │   ├── LedgerUnavailable      the ingestion ledger cannot be read or written (not the candles)
+    │   └── StreamLocked           another process held a stream's write lock past the wait
     ├── ArchiveError               a data.binance.vision file is missing or fails its checksum
     └── NotifyError                no apprise target accepted a notification
 
 Each error has a short ``reason``, a bounded label used in metrics and in the ingestion record.
 Nothing catches one of these to log it and carry on as if it had worked: a stream that fails
 says so, and the caller decides (``ost ingest`` goes on with the other streams, exits 1).
+The one exception, by design, is :class:`LedgerUnavailable` while ingestion and backfill record
+what they did: :class:`ost.ledger.Bookkeeping` turns it into a warning, a count in
+``ost_ledger_errors_total{reason}`` and a line of ``ost status``, because the candles come first.
+:class:`PartitionCorrupt` is caught only to heal the store (:meth:`ost.store.CandleStore.healing`):
+the file is moved to the quarantine and its range fetched again, or the stream fails.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import ClassVar
 
 
@@ -59,6 +72,46 @@ class BinanceUnavailable(BinanceError):
     )
 
 
+class BinanceRefused(BinanceError):
+    """Every base URL refused this client itself: 403 (Binance's WAF) or 451 (its location).
+
+    A refusal is about one host or one location, not the request: each base URL is tried in
+    turn, and this is raised only when all of them refuse (or are banned, see
+    :class:`HostsBanned`). It is not retried within the run: the next run tries again.
+    """
+
+    reason = "refused"
+    hint = (
+        "Binance's WAF refused this IP (HTTP 403), often for too many requests: wait a few "
+        "minutes, lower the load, and check `ost ping`."
+    )
+
+
+class RestrictedLocation(BinanceRefused):
+    """Every base URL answered 451: Binance serves no API to this client's location."""
+
+    reason = "restricted_location"
+    hint = (
+        "Binance refuses this location (HTTP 451, what api.binance.com answers from several "
+        "countries and cloud regions): https://data-api.binance.vision, Binance's "
+        "market-data-only host, serves the same klines; put it in OST_BINANCE_BASE_URLS."
+    )
+
+
+class HostsBanned(BinanceError):
+    """Every base URL is rate-limited or banned (429/418) for longer than a run waits.
+
+    Each such host was marked "not before T" (in the ledger), so no run calls it before T, and
+    knocking never extends its ban; the next run after T calls it again.
+    """
+
+    reason = "banned"
+    hint = (
+        "Binance banned this IP for too many requests: nothing is sent to a banned host before "
+        "its ban ends (`ost status` shows when); the next run after that catches up."
+    )
+
+
 class BinanceRejected(BinanceError):
     """Binance answered 4xx: the request itself is wrong, so retrying cannot help."""
 
@@ -72,7 +125,11 @@ class BinanceRejected(BinanceError):
 
 
 class RateLimited(BinanceRejected):
-    """Binance answered 429 (over the weight budget) or 418 (IP banned after ignoring 429s)."""
+    """Binance answered 429 (over the weight budget) or 418 (IP banned after ignoring 429s).
+
+    Raised for a ``Retry-After`` short enough to be waited out within the run (at most
+    :data:`ost.pacing.MAX_WAIT_IN_RUN_S`); a longer one bans the host (:class:`HostsBanned`).
+    """
 
     reason = "rate_limited"
     hint = "Too many requests from this IP: lower concurrency or wait for Retry-After."
@@ -80,6 +137,25 @@ class RateLimited(BinanceRejected):
     def __init__(self, message: str, *, status: int, retry_after: float) -> None:
         super().__init__(message, status=status)
         self.retry_after = retry_after
+
+
+class Incomplete(BinanceError):
+    """Binance answered, but candles of the range are neither stored nor proven exchange-side.
+
+    Raised (by a flow's task) for a stream left ``incomplete``: the message says how many
+    candles are still missing, where, and why. Nothing of it was written off as an exchange gap.
+    """
+
+    reason = "incomplete"
+    hint = (
+        "Nothing was written off as exchange-side: once Binance answers again, "
+        "`ost gaps --repair` for the range fills it."
+    )
+
+    @classmethod
+    def of_stream(cls, symbol: str, interval: str, missing: str) -> Incomplete:
+        """``SYMBOL INTERVAL: incomplete, MISSING``: MISSING says how many, where and why."""
+        return cls(f"{symbol} {interval}: incomplete, {missing}")
 
 
 class BadPayload(BinanceError):
@@ -107,7 +183,66 @@ class StoreCorrupt(StoreError):
     """A stored Parquet file does not read back as a valid partition."""
 
     reason = "store_corrupt"
-    hint = "Move the named file aside and run `ost backfill` for its range."
+    hint = (
+        "Move the named file aside: what it held is fetched again from Binance"
+        " (`ost verify --repair` does it for a partition file)."
+    )
+
+
+class PartitionCorrupt(StoreCorrupt):
+    """One partition file cannot be read, has another schema, or holds rows it cannot hold.
+
+    It names the partition (``symbol``, ``interval``, ``period``, ``path``), so that ingestion
+    and backfill can quarantine it (:meth:`ost.store.CandleStore.quarantine`) and fetch its range
+    again in the same run; ``problem`` is what is wrong with it, without the hint.
+    """
+
+    hint = (
+        "Run `ost verify --repair`: it moves the file to $OST_DATA_DIR/quarantine/ and fetches"
+        " its range again (ingestion and backfill do it themselves when they meet it)."
+    )
+
+    def __init__(
+        self, problem: str, *, symbol: str, interval: str, period: dt.date, path: str
+    ) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.problem = problem
+        self.symbol = symbol
+        self.interval = interval
+        self.period = period
+        self.path = path
+
+
+class LedgerUnavailable(StoreError):
+    """The ingestion ledger (``state/ledger.sqlite3``) cannot be read or written.
+
+    ``fault`` says why, as a bounded label: ``locked`` (another process holds its write lock
+    past the busy timeout), ``corrupt``, ``read_only``, ``full`` or ``io``. Ingestion and
+    backfill store their candles all the same (see :class:`ost.ledger.Bookkeeping`).
+    """
+
+    reason = "ledger"
+    hint = (
+        "The candles are stored all the same; only the record that the metrics, the watchdog"
+        " and `ost status` read is missing."
+    )
+
+    def __init__(self, message: str, *, fault: str) -> None:
+        super().__init__(message)
+        self.fault = fault
+
+
+class StreamLocked(StoreError):
+    """Another process held a stream's write lock for longer than a writer waits.
+
+    Only that stream fails; the message names the lock file and the PID written in it.
+    """
+
+    reason = "stream_locked"
+    hint = (
+        "Another process is writing this stream (its PID is above): if it is stuck, stop it; "
+        "the next run catches up. The other streams were not affected."
+    )
 
 
 class ArchiveError(OstError):

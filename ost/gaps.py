@@ -3,16 +3,24 @@
 A *range* here is a half-open ``[start_ms, end_ms)`` of open times whose bounds are open times of
 the stream's interval; reports show it as ``[first_missing, last_missing]`` plus a count.
 
-**Exchange-side gaps** are ranges that Binance was asked for and answered with no candles (a
-trading halt such as BTCUSDT 2023-03-24 12:40-13:59, an outage, or the time before a symbol's
-listing). :mod:`ost.backfill` records them per stream, once they are closed by Binance's clock, in::
+**Exchange-side gaps** are ranges where Binance itself has no candles (a trading halt such as
+BTCUSDT 2023-03-24 12:40-13:59, an outage, or the time before a symbol's listing), and only those
+that Binance has proven: :mod:`ost.paging` finds them, as the holes in an answer to a request
+from at or before the hole's start whose next candle opens after the hole. An empty answer
+proves nothing. :mod:`ost.backfill` and :mod:`ost.ingest` record them per stream, each with its
+:class:`Evidence` (the host, the request, the first candle after the hole), in::
 
     <OST_DATA_DIR>/gaps/symbol=<SYMBOL>/interval=<INTERVAL>/exchange_gaps.json
 
 (outside ``klines/``, which holds only the candle dataset), written atomically: a temp file in the
 same directory, flushed and fsynced, then ``os.replace`` and an fsync of the directory. Its
-content is ``{"format": 1, "symbol", "interval", "gaps": [{"first_open_time", "last_open_time",
-"first_open_ms", "last_open_ms", "candles"}, ...]}`` with merged, sorted ranges, ISO times in UTC.
+content is ``{"format": 2, "symbol", "interval", "gaps": [{"first_open_time", "last_open_time",
+"first_open_ms", "last_open_ms", "candles", "evidence": {"host", "request", "next_open_time",
+"next_open_ms", "answered_at", "answered_at_ms"}}, ...]}``, sorted and not overlapping, ISO times
+in UTC. A record of format 1 (before evidence) is still read, but an entry without evidence
+counts for nothing: its candles are missing (listed as ``unverified``) until Binance is asked
+again, and the next write of the file drops it. :meth:`ExchangeGapLog.forget` (``ost gaps
+--recheck``) forgets the recorded gaps of a range, so that a wrong record can always be undone.
 
 :func:`check_gaps` counts a candle as **missing** when it is closed (opens before the current
 candle by ``now_ms``), lies in the checked range, is not stored and is not inside a recorded
@@ -41,7 +49,7 @@ import fsspec
 import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
-from ost import intervals, klines
+from ost import clock, intervals, klines
 from ost.errors import OstError, StoreCorrupt, StoreError
 from ost.store import CandleStore, replace_atomically, write_bytes_synced
 
@@ -53,9 +61,17 @@ EXIT_FAILED: Final = 1
 EXIT_GAPS: Final = 3
 GAPS_DIR: Final = "gaps"
 GAPS_FILE: Final = "exchange_gaps.json"
-GAPS_FORMAT: Final = 1
+#: Format 2 gives every gap its evidence; format 1 (no evidence) is still read.
+GAPS_FORMAT: Final = 2
+READABLE_GAPS_FORMATS: Final = (1, GAPS_FORMAT)
 #: How many ranges per stream the markdown report lists before it summarises the rest.
 MARKDOWN_MAX_RANGES: Final = 20
+#: How many ranges a one-line message names before it summarises the rest.
+LINE_MAX_RANGES: Final = 3
+UNVERIFIED_WHY: Final = (
+    "{count} of them are recorded as exchange-side without evidence (by an older ost), which "
+    "counts for nothing: `ost gaps --repair` asks Binance again"
+)
 
 
 # ---- ranges of open times ----------------------------------------------------------------------
@@ -68,8 +84,11 @@ def first_open_from(interval: str, ms: int) -> int:
 
 
 def closed_stop(interval: str, end_ms: int, now_ms: int) -> int:
-    """The exclusive bound of the closed candles opening before ``end_ms``, by ``now_ms``."""
-    return min(first_open_from(interval, end_ms), intervals.align(interval, now_ms))
+    """The exclusive bound of the closed candles opening before ``end_ms``, by ``now_ms``.
+
+    ``now_ms`` is the one "now" of :mod:`ost.clock` (the earlier of the local clock and Binance's).
+    """
+    return min(first_open_from(interval, end_ms), clock.closed_stop(interval, now_ms))
 
 
 def last_open(interval: str, candles: Range) -> int:
@@ -160,8 +179,67 @@ def missing_ranges(
 # ---- the record of exchange-side gaps ----------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """Binance's proof of a hole: its answer to a request from at or before the hole's start.
+
+    In that answer the next candle opens after the hole, so Binance skipped the hole's candles.
+    """
+
+    #: The base URL that answered.
+    host: str
+    #: The request as sent, path and query (``host + request`` asks it again).
+    request: str
+    #: The open time of the first candle after the hole, in that answer.
+    next_open_ms: int
+    #: Binance's clock when the answer arrived.
+    answered_at_ms: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, keys in a fixed order."""
+        return {
+            "host": self.host,
+            "request": self.request,
+            "next_open_time": iso(self.next_open_ms),
+            "next_open_ms": self.next_open_ms,
+            "answered_at": iso(self.answered_at_ms),
+            "answered_at_ms": self.answered_at_ms,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Evidence:
+        """The evidence that :meth:`as_dict` wrote."""
+        return cls(
+            str(data["host"]),
+            str(data["request"]),
+            int(data["next_open_ms"]),
+            int(data["answered_at_ms"]),
+        )
+
+
+@dataclass(frozen=True)
+class ProvenGap:
+    """Candles ``[start, end)`` that Binance does not have, and the answer that proves it."""
+
+    candles: Range
+    evidence: Evidence
+
+
+@dataclass(frozen=True)
+class Unanswered:
+    """Candles that Binance was asked for and answered nothing about, not even a later candle.
+
+    Missing, never exchange-side: the request without ``endTime`` found no candle up to now.
+    """
+
+    candles: Range
+    #: The base URL that answered the last request, and that request (path and query).
+    host: str
+    request: str
+
+
 class ExchangeGapLog:
-    """The exchange-side gaps recorded per stream under ``<data_dir>/gaps/``."""
+    """The exchange-side gaps recorded per stream under ``<data_dir>/gaps/``, with evidence."""
 
     def __init__(self, data_dir: str) -> None:
         self.fs, self.root = fsspec.core.url_to_fs(data_dir)
@@ -181,38 +259,68 @@ class ExchangeGapLog:
         )
 
     def load(self, symbol: str, interval: str) -> list[Range]:
-        """The recorded gaps of a stream, merged and sorted."""
+        """The stream's proven exchange-side gaps, merged and sorted (unverified ones left out)."""
+        proven, _ = self.entries(symbol, interval)
+        return merged(gap.candles for gap in proven)
+
+    def unverified(self, symbol: str, interval: str) -> list[Range]:
+        """The stream's records without evidence (by an older ost): they count for nothing."""
+        return merged(self.entries(symbol, interval)[1])
+
+    def entries(self, symbol: str, interval: str) -> tuple[list[ProvenGap], list[Range]]:
+        """The stream's record as written: the proven gaps, and the ranges without evidence."""
         path = self.path(symbol, interval)
         try:
             with self.fs.open(path, "rb") as handle:
-                body = json.loads(handle.read())
-            return merged(
-                (int(gap["first_open_ms"]), intervals.next_open(interval, int(gap["last_open_ms"])))
-                for gap in body["gaps"]
-            )
+                return _parse_record(interval, json.loads(handle.read()))
         except FileNotFoundError:
-            return []
-        except (ValueError, KeyError, TypeError) as exc:
+            return [], []
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StoreCorrupt(f"{path} is not a record of exchange-side gaps: {exc!r}") from exc
 
-    def record(self, symbol: str, interval: str, gaps: Iterable[Range]) -> list[Range]:
-        """Add ``gaps`` to the stream's record; the parts that were not recorded before."""
-        new = merged(gaps)
+    def record(self, symbol: str, interval: str, gaps: Iterable[ProvenGap]) -> list[Range]:
+        """Add proven ``gaps`` to the stream's record; the parts that were not recorded before.
+
+        Writing the record drops its entries without evidence.
+        """
+        new = sorted((gap for gap in gaps if gap.candles[0] < gap.candles[1]), key=_by_start)
         if not new:
             return []
         with self._locked(symbol, interval):
-            known = self.load(symbol, interval)
-            added = subtract(new, known)
+            proven, _ = self.entries(symbol, interval)
+            known = merged(gap.candles for gap in proven)
+            added: list[ProvenGap] = []
+            for gap in new:
+                pieces = subtract([gap.candles], [*known, *(each.candles for each in added)])
+                added += [ProvenGap(piece, gap.evidence) for piece in pieces]
             if added:
-                self._write(symbol, interval, merged([*known, *new]))
-        return added
+                self._write(symbol, interval, sorted([*proven, *added], key=_by_start))
+        return merged(gap.candles for gap in added)
 
-    def _write(self, symbol: str, interval: str, gaps: list[Range]) -> None:
+    def forget(self, symbol: str, interval: str, within: Range) -> list[Range]:
+        """Forget every recorded gap inside ``within`` (cutting those that straddle it).
+
+        What was forgotten comes back; writing the record drops its entries without evidence.
+        """
+        with self._locked(symbol, interval):
+            proven, unverified = self.entries(symbol, interval)
+            forgotten = intersect([*(gap.candles for gap in proven), *unverified], [within])
+            if not forgotten:
+                return []
+            kept = [
+                ProvenGap(piece, gap.evidence)
+                for gap in proven
+                for piece in subtract([gap.candles], [within])
+            ]
+            self._write(symbol, interval, kept)
+        return forgotten
+
+    def _write(self, symbol: str, interval: str, gaps: list[ProvenGap]) -> None:
         body = {
             "format": GAPS_FORMAT,
             "symbol": symbol,
             "interval": interval,
-            "gaps": [CandleRange.of(interval, gap).as_dict() for gap in gaps],
+            "gaps": [_entry(interval, gap) for gap in gaps],
         }
         data = (json.dumps(body, indent=2) + "\n").encode()
         path = self.path(symbol, interval)
@@ -235,6 +343,33 @@ class ExchangeGapLog:
         os.makedirs(directory, exist_ok=True)
         with filelock.FileLock(posixpath.join(directory, ".lock"), timeout=60):
             yield
+
+
+def _parse_record(interval: str, body: Any) -> tuple[list[ProvenGap], list[Range]]:
+    """A record's proven gaps and its ranges without evidence; ValueError if it is no record."""
+    if body["format"] not in READABLE_GAPS_FORMATS:
+        raise ValueError(f"format {body['format']!r} is not one of {READABLE_GAPS_FORMATS}")
+    proven: list[ProvenGap] = []
+    unverified: list[Range] = []
+    for gap in body["gaps"]:
+        candles = (
+            int(gap["first_open_ms"]),
+            intervals.next_open(interval, int(gap["last_open_ms"])),
+        )
+        if gap.get("evidence") is None:
+            unverified.append(candles)
+        else:
+            proven.append(ProvenGap(candles, Evidence.from_dict(gap["evidence"])))
+    return proven, unverified
+
+
+def _entry(interval: str, gap: ProvenGap) -> dict[str, Any]:
+    """A proven gap as its record's JSON: the candles, then the evidence."""
+    return {**CandleRange.of(interval, gap.candles).as_dict(), "evidence": gap.evidence.as_dict()}
+
+
+def _by_start(gap: ProvenGap) -> int:
+    return gap.candles[0]
 
 
 # ---- reports -----------------------------------------------------------------------------------
@@ -289,6 +424,12 @@ class StreamGaps:
     missing: tuple[CandleRange, ...] = ()
     exchange_side: tuple[CandleRange, ...] = ()
     error: str | None = None
+    #: The missing candles that an older ost recorded as exchange-side without evidence.
+    unverified: tuple[CandleRange, ...] = ()
+    #: The recorded gaps that ``--recheck`` forgot before asking Binance again.
+    rechecked: tuple[CandleRange, ...] = ()
+    #: Why candles are still missing, in one line (after a repair, or for unverified records).
+    why: str | None = None
 
     @property
     def missing_candles(self) -> int:
@@ -323,6 +464,9 @@ class StreamGaps:
             "missing": [gap.as_dict() for gap in self.missing],
             "exchange_gaps": [gap.as_dict() for gap in self.exchange_side],
             "error": self.error,
+            "unverified_records": [gap.as_dict() for gap in self.unverified],
+            "rechecked": [gap.as_dict() for gap in self.rechecked],
+            "why": self.why,
         }
 
 
@@ -388,7 +532,16 @@ def _details(stream: StreamGaps) -> list[str]:
     lines: list[str] = []
     if stream.error is not None:
         lines += ["", f"## {stream.symbol} {stream.interval}: check failed", "", stream.error]
-    for title, gaps in (("missing", stream.missing), ("exchange-side gaps", stream.exchange_side)):
+    if stream.why is not None:
+        lines += ["", f"## {stream.symbol} {stream.interval}: why candles are missing", ""]
+        lines.append(stream.why)
+    sections = (
+        ("missing", stream.missing),
+        ("exchange-side gaps", stream.exchange_side),
+        ("recorded without evidence (counted as missing)", stream.unverified),
+        ("rechecked: forgotten, then asked again", stream.rechecked),
+    )
+    for title, gaps in sections:
         if gaps:
             lines += ["", f"## {stream.symbol} {stream.interval}: {title}", ""]
             lines += [f"- {gap}" for gap in gaps[:MARKDOWN_MAX_RANGES]]
@@ -409,7 +562,9 @@ def check_gaps(  # noqa: PLR0917  # the signature promised to the CLI and the fl
     first = first_open_from(interval, start_ms)
     stop = max(first, closed_stop(interval, end_ms, now_ms))
     absent = missing_ranges(store, symbol, interval, first, stop)
-    recorded = ExchangeGapLog.of(store).load(symbol, interval)
+    log = ExchangeGapLog.of(store)
+    recorded = log.load(symbol, interval)
+    unverified = intersect(subtract(absent, recorded), log.unverified(symbol, interval))
     return StreamGaps(
         symbol,
         interval,
@@ -418,6 +573,8 @@ def check_gaps(  # noqa: PLR0917  # the signature promised to the CLI and the fl
         expected=intervals.count_between(interval, first, stop),
         missing=_candle_ranges(interval, subtract(absent, recorded)),
         exchange_side=_candle_ranges(interval, intersect(absent, recorded)),
+        unverified=_candle_ranges(interval, unverified),
+        why=UNVERIFIED_WHY.format(count=candle_count(interval, unverified)) if unverified else None,
     )
 
 
@@ -447,3 +604,27 @@ def _check_or_report(
 
 def _candle_ranges(interval: str, ranges: Iterable[Range]) -> tuple[CandleRange, ...]:
     return tuple(CandleRange.of(interval, gap) for gap in ranges)
+
+
+def ranges_text(interval: str, ranges: Sequence[Range]) -> str:
+    """Ranges of candles for one line: the first few, and how many more."""
+    shown = ", ".join(str(CandleRange.of(interval, each)) for each in ranges[:LINE_MAX_RANGES])
+    more = len(ranges) - LINE_MAX_RANGES
+    return f"{shown} and {more} more ranges" if more > 0 else shown
+
+
+def incomplete_line(interval: str, left: Sequence[Range], unanswered: Sequence[Unanswered]) -> str:
+    """How many candles of ``left`` are still missing, where, and why, in one line."""
+    reasons = []
+    for each in unanswered:
+        part = intersect(left, [each.candles])
+        if part:
+            reasons.append(
+                f"Binance ({each.host}) answered nothing for {ranges_text(interval, part)}; "
+                "not recorded as an exchange gap, because no later candle proves it"
+            )
+    unexplained = subtract(left, [each.candles for each in unanswered])
+    if unexplained:
+        reasons.append(f"{ranges_text(interval, unexplained)} not stored; run it again")
+    count = candle_count(interval, left)
+    return f"{count} candles still missing: {'; '.join(reasons)}"

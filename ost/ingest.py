@@ -4,18 +4,27 @@ Streams are independent: one that fails is reported as failed and stops no other
 stored as they arrive, so a pass that dies halfway keeps what it fetched, and the next pass
 resumes from the last stored candle without a gap. The ``ingest-all`` flow runs the same
 :func:`ingest_stream` per stream, as a task.
+
+A stream is ``ok`` only when every closed candle up to now is stored or proven exchange-side
+(:mod:`ost.paging`: a later candle in Binance's answer; such a hole is recorded with its
+evidence). When Binance answers nothing for the rest of the range, not even a later candle, the
+stream is ``incomplete``: not ok, with one line saying how many candles are still missing,
+where, and why (an :class:`~ost.errors.Incomplete`, which the flow's task raises).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ost import intervals
+from ost.backfill import refetch_quarantined
 from ost.binance import BinanceClient
-from ost.errors import OstError
-from ost.store import CandleStore
+from ost.errors import Incomplete, OstError, StoreError
+from ost.gaps import ExchangeGapLog, incomplete_line
+from ost.paging import Findings
+from ost.store import CandleStore, Quarantined
 
 
 @dataclass(frozen=True)
@@ -52,21 +61,35 @@ def ingest_stream(
     *,
     lookback_days: float,
 ) -> StreamOutcome:
-    """Fetch and store the closed candles a stream is missing; raise on any failure."""
+    """Fetch and store the closed candles a stream is missing; raise on any failure.
+
+    Closed by the earlier of the local clock and Binance's (:meth:`BinanceClient.now_ms`). Holes
+    that Binance's answers prove are recorded; candles it answered nothing for leave the outcome
+    not ok, ``incomplete``, with its :class:`~ost.errors.Incomplete` in ``exception``.
+    """
     started = time.perf_counter()
-    if client.server_offset_ms is None:
-        client.sync_time()
-    start = resume_point(store, symbol, interval, client.server_now_ms(), lookback_days)
+    start = resume_point(store, symbol, interval, client.now_ms(), lookback_days)
     written = 0
-    for page in client.closed_klines(symbol, interval, start):
+    findings = Findings()
+    for page in client.closed_klines(symbol, interval, start, findings=findings):
         written += store.merge(symbol, interval, page)
+    ExchangeGapLog.of(store).record(symbol, interval, findings.proven)
+    left = [each.candles for each in findings.unanswered]
+    problem = (
+        Incomplete.of_stream(symbol, interval, incomplete_line(interval, left, findings.unanswered))
+        if left
+        else None
+    )
     return StreamOutcome(
         symbol,
         interval,
-        ok=True,
+        ok=problem is None,
         written=written,
         last_open_ms=store.last_open_time(symbol, interval),
         seconds=time.perf_counter() - started,
+        reason=None if problem is None else problem.reason,
+        error=None if problem is None else str(problem),
+        exception=problem,
     )
 
 
@@ -78,22 +101,51 @@ def ingest_or_report(
     *,
     lookback_days: float,
 ) -> StreamOutcome:
-    """:func:`ingest_stream`, with a failure returned as a failed outcome naming its reason."""
+    """:func:`ingest_stream`, with a failure returned as a failed outcome naming its reason.
+
+    A damaged partition of the stream that it meets is healed in the same run
+    (:meth:`CandleStore.healing`): quarantined, its range fetched again from the API, and the
+    ingestion run again; the candles fetched again count as written.
+    """
     started = time.perf_counter()
+    refetched: list[int] = []
+
+    def refetch(quarantined: Quarantined) -> None:
+        result = refetch_quarantined(client, store, quarantined)
+        refetched.append(result.written if result is not None else 0)
+
     try:
-        return ingest_stream(client, store, symbol, interval, lookback_days=lookback_days)
+        outcome = store.healing(
+            symbol,
+            interval,
+            lambda: ingest_stream(client, store, symbol, interval, lookback_days=lookback_days),
+            refetch,
+        )
+        return replace(outcome, written=outcome.written + sum(refetched))
     except OstError as exc:
         return StreamOutcome(
             symbol,
             interval,
             ok=False,
-            written=0,
-            last_open_ms=store.last_open_time(symbol, interval),
+            written=sum(refetched),
+            last_open_ms=_stored_last_open(store, symbol, interval),
             seconds=time.perf_counter() - started,
             reason=exc.reason,
             error=str(exc),
             exception=exc,
         )
+
+
+def _stored_last_open(store: CandleStore, symbol: str, interval: str) -> int | None:
+    """The newest stored open time, for an outcome that failed already; None if unreadable.
+
+    The failure itself is what the outcome reports: a store that cannot say more (the reason the
+    stream failed, maybe) must not turn the report into a traceback that stops the other streams.
+    """
+    try:
+        return store.last_open_time(symbol, interval)
+    except StoreError:
+        return None
 
 
 def ingest_all(

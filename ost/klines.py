@@ -260,6 +260,11 @@ def open_time_ms(frame: pd.DataFrame) -> np.ndarray:
     return _epoch_ms(frame["open_time"])
 
 
+def close_time_ms(frame: pd.DataFrame) -> np.ndarray:
+    """The close times of ``frame`` as epoch milliseconds."""
+    return _epoch_ms(frame["close_time"])
+
+
 def rows_equal(left: pd.DataFrame, right: pd.DataFrame) -> bool:
     """Whether two frames hold the same candles, column for column."""
     return left.reset_index(drop=True)[list(COLUMNS)].equals(

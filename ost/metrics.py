@@ -6,6 +6,13 @@ reads it at scrape time: the counts are those of all processes, and survive a re
 ``ost metrics`` (no multiprocess-mode files to compact). Escalation levels are computed at scrape
 time by the ladder's pure policy, so they are current even when the watchdog is not running.
 
+**Freshness.** ``ost_stream_lag_seconds{symbol,interval}`` is the time from the close of the
+stream's newest stored candle to the scrape, read from the candle store (the ledger's record
+when the store cannot be read), so it grows while nothing runs. ``ost_stream_stale_after_seconds``
+is the lag from which the stream is stale (its first missing candle's length plus
+``OST_STALE_GRACE``): ``lag - stale_after`` is how long the stream has been stale, which the
+Prometheus rules alert on.
+
 Served by :func:`serve_metrics` (``ost metrics``): ``/metrics`` in the Prometheus text format,
 ``/healthz`` (200 ``ok``, 503 when the ledger cannot be read).
 """
@@ -25,10 +32,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from alerts.policy import LadderConfig, LadderState, evaluate
+from alerts.policy import Evaluation, LadderConfig, LadderState, evaluate
+from alerts.watchdog import observed_states
 from ost import ledger as ledger_names
 from ost.errors import StoreError
-from ost.ledger import Labels, LadderRecord, Ledger, LedgerSnapshot, utcnow
+from ost.ledger import Labels, LadderRecord, Ledger, LedgerSnapshot, Stream, StreamState, utcnow
+from ost.store import CandleStore
 
 if TYPE_CHECKING:
     from ost.settings import Settings
@@ -68,6 +77,11 @@ COUNTERS: Final[dict[str, tuple[str, str, tuple[str, ...]]]] = {
         "Flow runs that failed or crashed before their streams reported, by reason.",
         ("reason",),
     ),
+    ledger_names.QUARANTINED: (
+        "ost_store_quarantined_total",
+        "Store files moved to $OST_DATA_DIR/quarantine/ (unreadable, another schema, foreign).",
+        STREAM,
+    ),
 }
 
 
@@ -79,21 +93,31 @@ class LedgerCollector(Collector):
         ledger: Ledger,
         config: LadderConfig,
         clock: Callable[[], dt.datetime] = utcnow,
+        store: CandleStore | None = None,
     ) -> None:
         self.ledger = ledger
         self.config = config
         self.clock = clock
+        #: Where the newest candles are read; None: only the ledger's record of them.
+        self.store = store
 
     def collect(self) -> Iterator[Metric]:
         """Every ``ost_*`` family; raises :class:`~ost.errors.StoreError` if the ledger fails."""
         snapshot = self.ledger.snapshot()
+        states = observed_states(snapshot.streams, self.store, self.config.streams)
         for name, (metric, documentation, labels) in COUNTERS.items():
             yield _counter(metric, documentation, labels, snapshot.counters.get(name, {}))
-        yield from self._stream_gauges(snapshot)
-        yield from self._escalation(snapshot)
+        yield from self._stream_gauges(states)
+        record = snapshot.ladders.get(ledger_names.OVERALL, LadderRecord())
+        evaluation = evaluate(self.clock(), self.config, states, LadderState.from_record(record))
+        yield from self._escalation(evaluation)
+        yield from _freshness(evaluation)
         yield _used_weight(snapshot)
+        yield _clock_skew(snapshot)
+        yield _host_bans(snapshot)
+        yield _ledger_errors(self.ledger)
 
-    def _stream_gauges(self, snapshot: LedgerSnapshot) -> Iterator[Metric]:
+    def _stream_gauges(self, streams: dict[Stream, StreamState]) -> Iterator[Metric]:
         last_success = GaugeMetricFamily(
             "ost_last_ingestion_timestamp_seconds",
             "When the stream was last ingested successfully (Unix time).",
@@ -106,10 +130,11 @@ class LedgerCollector(Collector):
         )
         last_candle = GaugeMetricFamily(
             "ost_last_candle_open_time_seconds",
-            "Open time of the stream's last stored candle, as of its last ingestion (Unix time).",
+            "Open time of the stream's last stored candle (Unix time): read from the store for a"
+            " configured stream, else as of its last ingestion.",
             labels=STREAM,
         )
-        for (symbol, interval), state in snapshot.streams.items():
+        for (symbol, interval), state in streams.items():
             labels = [symbol, interval]
             if state.last_success_at is not None:
                 last_success.add_metric(labels, state.last_success_at.timestamp())
@@ -119,10 +144,7 @@ class LedgerCollector(Collector):
                 last_candle.add_metric(labels, state.last_open_ms / 1000)
         yield from (last_success, last_attempt, last_candle)
 
-    def _escalation(self, snapshot: LedgerSnapshot) -> Iterator[Metric]:
-        record = snapshot.ladders.get(ledger_names.OVERALL, LadderRecord())
-        ladder = LadderState.from_record(record)
-        evaluation = evaluate(self.clock(), self.config, snapshot.streams, ladder)
+    def _escalation(self, evaluation: Evaluation) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "ost_escalation_level",
             "Runbook escalation level of ingestion overall: 0 normal, 1 monitor, 2 alert,"
@@ -136,8 +158,8 @@ class LedgerCollector(Collector):
         )
         failing_since = GaugeMetricFamily(
             "ost_failing_since_seconds",
-            "Since when the configured stream is down (failing, or no run when due; Unix"
-            " time); 0 while healthy.",
+            "Since when the configured stream is down (failing, no run when due, or stale;"
+            " Unix time); 0 while healthy.",
             labels=STREAM,
         )
         for health in evaluation.streams:
@@ -158,6 +180,19 @@ def _counter(
     return family
 
 
+def _ledger_errors(ledger: Ledger) -> CounterMetricFamily:
+    """The ledger's own failures, from the file beside it (a count in it could be lost with it)."""
+    family = CounterMetricFamily(
+        "ost_ledger_errors_total",
+        "Records the ingestion ledger could not take (the candles were stored all the same), and"
+        " corrupt ledgers moved aside, by reason: locked, corrupt, read_only, full, io.",
+        labels=["reason"],
+    )
+    for reason, count in ledger.error_counts().items():
+        family.add_metric([reason], count)
+    return family
+
+
 def _used_weight(snapshot: LedgerSnapshot) -> GaugeMetricFamily:
     family = GaugeMetricFamily(
         "ost_binance_used_weight",
@@ -170,16 +205,66 @@ def _used_weight(snapshot: LedgerSnapshot) -> GaugeMetricFamily:
     return family
 
 
-def build_registry(ledger: Ledger, config: LadderConfig) -> CollectorRegistry:
+def _clock_skew(snapshot: LedgerSnapshot) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(
+        "ost_clock_skew_seconds",
+        "Binance's clock minus the local clock, as last measured from each base URL's host"
+        " (seconds); candles count as closed by the earlier of the two.",
+        labels=["host"],
+    )
+    for labels, value in sorted(snapshot.gauges.get(ledger_names.CLOCK_SKEW, {}).items()):
+        family.add_metric([dict(labels).get("host", "")], value)
+    return family
+
+
+def _host_bans(snapshot: LedgerSnapshot) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(
+        "ost_host_banned_until_seconds",
+        "Until when (Unix time) no request goes to the host: Binance answered 429/418 with a"
+        " Retry-After longer than a run waits; a time past means the ban is over.",
+        labels=["host"],
+    )
+    for labels, value in sorted(snapshot.gauges.get(ledger_names.HOST_BANNED_UNTIL, {}).items()):
+        family.add_metric([dict(labels).get("host", "")], value)
+    return family
+
+
+def _freshness(evaluation: Evaluation) -> Iterator[Metric]:
+    lag = GaugeMetricFamily(
+        "ost_stream_lag_seconds",
+        "Seconds from the close of the configured stream's newest stored candle to now (absent"
+        " while nothing is stored).",
+        labels=STREAM,
+    )
+    stale_after = GaugeMetricFamily(
+        "ost_stream_stale_after_seconds",
+        "The lag from which the configured stream is stale: the length of its first missing"
+        " candle plus OST_STALE_GRACE.",
+        labels=STREAM,
+    )
+    for health in evaluation.streams:
+        labels = [health.symbol, health.interval]
+        fresh = health.freshness
+        if fresh.lag is not None and fresh.stale_after is not None:
+            lag.add_metric(labels, fresh.lag.total_seconds())
+            stale_after.add_metric(labels, fresh.stale_after.total_seconds())
+    yield from (lag, stale_after)
+
+
+def build_registry(
+    ledger: Ledger, config: LadderConfig, store: CandleStore | None = None
+) -> CollectorRegistry:
     """A fresh registry holding only the ledger's collector (never the global one)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LedgerCollector(ledger, config))
+    registry.register(LedgerCollector(ledger, config, store=store))
     return registry
 
 
-def build_app(ledger: Ledger, config: LadderConfig | None = None) -> Starlette:
+def build_app(
+    ledger: Ledger, config: LadderConfig | None = None, store: CandleStore | None = None
+) -> Starlette:
     """The metrics web app: ``/metrics`` and ``/healthz``, reading ``ledger`` at each request."""
-    registry = build_registry(ledger, config or LadderConfig(streams=()))
+    registry = build_registry(ledger, config or LadderConfig(streams=()), store)
 
     def metrics(_request: Request) -> Response:  # sync: starlette runs it in a thread
         try:
@@ -204,7 +289,7 @@ def serve_metrics(settings: Settings, *, log_level: str = "info") -> None:
     import uvicorn  # noqa: PLC0415  # only the server needs it
 
     ledger = Ledger.for_settings(settings)
-    app = build_app(ledger, LadderConfig.from_settings(settings))
+    app = build_app(ledger, LadderConfig.from_settings(settings), CandleStore(settings.data_dir))
     log.info(
         "Serving metrics at http://%s:%d/metrics from the ledger %s",
         settings.metrics_host,

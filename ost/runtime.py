@@ -1,21 +1,27 @@
 """The objects one process works with, built once from the settings: client, store, ledger.
 
 Commands and flow runs both go through :class:`Runtime`, so an ingestion, a backfill or a gap
-check does the same work, and leaves the same record, whoever started it.
+check does the same work, and leaves the same record, whoever started it. The store's directory
+is checked when it is opened (:func:`open_store`), before any request or write. Every record
+goes through :class:`~ost.ledger.Bookkeeping`: a ledger that cannot take it (locked, corrupt,
+read-only, full) never costs a candle.
 """
 
 from __future__ import annotations
 
 import functools
-import time
+import os
+import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ost.backfill import BackfillResult, Progress, StreamProgress, backfill_stream, repair
 from ost.binance import BinanceClient
+from ost.clock import ClockReading
+from ost.errors import BadInput
 from ost.gaps import GapReport, gap_report
 from ost.ingest import StreamOutcome, ingest_all, ingest_or_report
-from ost.ledger import Ledger
+from ost.ledger import Bookkeeping, Ledger
 from ost.settings import Settings, load_settings
 from ost.store import CandleStore
 
@@ -30,14 +36,29 @@ class Runtime:
     client: BinanceClient
     store: CandleStore
     ledger: Ledger
+    bookkeeping: Bookkeeping = field(init=False, repr=False)
+    _recorded_clock: ClockReading | None = field(default=None, init=False, repr=False)
+    _ledger_clock: ClockReading | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.bookkeeping = Bookkeeping(self.ledger)
+        # The hosts that earlier runs were told not to call yet: this one calls them no more.
+        self.client.bans.load(
+            self.bookkeeping.read("the hosts banned", lambda ledger: ledger.host_bans(), {})
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Runtime:
-        """Build the client, the store and the ledger that ``settings`` describe."""
+        """Build the store, the client and the ledger that ``settings`` describe.
+
+        A data dir that cannot be used raises :class:`~ost.errors.BadInput` (see
+        :func:`open_store`), before anything is requested or written.
+        """
+        store = open_store(settings.data_dir)
         return cls(
             settings,
             BinanceClient.from_settings(settings),
-            CandleStore(settings.data_dir),
+            store,
             Ledger.for_settings(settings),
         )
 
@@ -75,8 +96,62 @@ class Runtime:
 
     def record(self, outcome: StreamOutcome) -> None:
         """Leave an ingestion's outcome, and the requests it made, in the ledger."""
-        self.ledger.record_outcome(outcome)
-        self.ledger.record_requests(self.client.log)
+        self.bookkeeping.record(
+            f"the outcome of {outcome.symbol} {outcome.interval}",
+            lambda ledger: ledger.record_outcome(outcome),
+        )
+        self.record_requests()
+        self.record_clock()
+        self.record_quarantined()
+
+    def record_quarantined(self) -> None:
+        """Count in the ledger the files the store moved to its quarantine since the last call."""
+        moved = [(each.symbol or "", each.interval or "") for each in self.store.take_quarantined()]
+        if moved:
+            self.bookkeeping.record(
+                "the files quarantined", lambda ledger: ledger.record_quarantined(moved)
+            )
+
+    def record_requests(self) -> None:
+        """Leave the requests the client made since the last record in the ledger.
+
+        With them go the hosts it was told not to call before a time, for the next runs (kept
+        for the next record if the ledger cannot take them now).
+        """
+        self.bookkeeping.record(
+            "the requests made", lambda ledger: ledger.record_requests(self.client.log)
+        )
+        bans = self.client.bans.take_unrecorded()
+        if bans:
+            self.bookkeeping.record(
+                "the hosts banned", lambda ledger: self._record_bans(ledger, bans)
+            )
+
+    def _record_bans(self, ledger: Ledger, bans: dict[str, int]) -> None:
+        """Record ``bans``; give them back to the client if the ledger cannot take them."""
+        try:
+            ledger.record_host_bans(bans)
+        except BaseException:
+            self.client.bans.give_back(bans)
+            raise
+
+    def record_clock(self) -> None:
+        """Leave the client's measure of Binance's clock in the ledger, once per measure."""
+        reading = self.client.clock_reading
+        if reading is not None and reading is not self._recorded_clock:
+            self.bookkeeping.record(
+                "the clock skew", lambda ledger: ledger.record_clock_skew(reading)
+            )
+            self._recorded_clock = reading
+
+    def clock_reading(self) -> ClockReading | None:
+        """The skew this runtime worked with: measured now, or read from the ledger (gaps)."""
+        return self.client.clock_reading or self._ledger_clock
+
+    def clock_warning(self) -> str | None:
+        """The warning line of a skew past ``OST_MAX_CLOCK_SKEW`` this runtime saw, else None."""
+        reading = self.clock_reading()
+        return None if reading is None else reading.warning(self.settings.max_clock_skew)
 
     def backfill(
         self,
@@ -107,14 +182,21 @@ class Runtime:
                 workers=max(1, self.settings.max_concurrency // max(1, streams_at_once)),
             )
         finally:
-            self.ledger.record_requests(self.client.log)
+            self.record_requests()
+            self.record_clock()
+            self.record_quarantined()
         self.record_backfill(result)
         return result
 
     def record_backfill(self, result: BackfillResult) -> None:
         """Count the candles a backfill wrote, and the requests it made."""
-        self.ledger.record_written(result.symbol, result.interval, result.written)
-        self.ledger.record_requests(self.client.log)
+        self.bookkeeping.record(
+            f"the candles the backfill of {result.symbol} {result.interval} wrote",
+            lambda ledger: ledger.record_written(result.symbol, result.interval, result.written),
+        )
+        self.record_requests()
+        self.record_clock()
+        self.record_quarantined()
 
     def check_gaps(
         self,
@@ -123,11 +205,23 @@ class Runtime:
         end_ms: int,
         *,
         repair_gaps: bool = False,
+        recheck: bool = False,
         progress: StreamProgress | None = None,
     ) -> tuple[GapReport, int]:
-        """The gap report of ``streams`` over the range, after a repair if asked; and the status."""
-        if not repair_gaps:
-            report = gap_report(self.store, streams, start_ms, end_ms, int(time.time() * 1000))
+        """The gap report of ``streams`` over the range, after a repair if asked; and the status.
+
+        ``recheck`` forgets the recorded exchange-side gaps of the range and repairs (it implies
+        ``repair_gaps``), so that Binance is asked about them again.
+        """
+        if not (repair_gaps or recheck):
+            # It asks Binance nothing (it works while Binance is down): the clocks' offset is
+            # the one last recorded, and "now" the earlier of the clocks, as everywhere.
+            self._ledger_clock = self.bookkeeping.read(
+                "the clock skew last measured", lambda ledger: ledger.last_clock_skew(), None
+            )
+            local = self.client.local_ms()
+            now = local if self._ledger_clock is None else self._ledger_clock.now_ms(local)
+            report = gap_report(self.store, streams, start_ms, end_ms, now)
             return report, report.exit_status()
         outcome = repair(
             self.client,
@@ -138,6 +232,7 @@ class Runtime:
             archive_base_url=self.settings.archive_base_url,
             progress=progress,
             workers=self.settings.max_concurrency,
+            recheck=recheck,
         )
         for result in outcome.backfills:
             self.record_backfill(result)
@@ -146,6 +241,49 @@ class Runtime:
     def close(self) -> None:
         """Close the client's connections."""
         self.client.close()
+
+
+def open_store(data_dir: str) -> CandleStore:
+    """The candle store at ``data_dir``; :class:`~ost.errors.BadInput` if it cannot be used.
+
+    Checked without writing anything: a local path (or one of its parents) that is a file, or a
+    directory that cannot be listed, is refused with one line naming it. A path that does not
+    exist yet is created by the first write; remote URLs are left to their filesystem.
+    """
+    store = CandleStore(data_dir)
+    if store.backend.is_local:
+        _check_local_dir(data_dir, store.backend.root)
+    return store
+
+
+def _check_local_dir(data_dir: str, root: str) -> None:
+    """Refuse a local data dir that is (or lies under) a file, or cannot be listed."""
+    probe = root
+    while True:
+        try:
+            mode = os.stat(probe).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            if os.path.dirname(probe) == probe:
+                return
+            probe = os.path.dirname(probe)
+            continue
+        except OSError as exc:
+            raise BadInput(f"OST_DATA_DIR {data_dir!r}: {probe} {_cannot(exc)}") from None
+        break
+    if not stat.S_ISDIR(mode):
+        raise BadInput(f"OST_DATA_DIR {data_dir!r}: {probe} is a file, not a directory")
+    for directory in (root, os.path.join(root, "klines")):
+        try:
+            with os.scandir(directory):
+                pass
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise BadInput(f"OST_DATA_DIR {data_dir!r}: {directory} {_cannot(exc)}") from None
+
+
+def _cannot(exc: OSError) -> str:
+    return f"cannot be read ({exc.strerror or type(exc).__name__})"
 
 
 @functools.cache

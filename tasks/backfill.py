@@ -7,6 +7,7 @@ from uuid import UUID
 
 from prefect import task
 
+from ost.errors import Incomplete
 from ost.runtime import current_runtime
 from tasks.progress import SharedProgress
 
@@ -24,7 +25,9 @@ def backfill_stream_task(
 ) -> dict[str, Any]:
     """Backfill one stream; the task fails when the stream fails (no Prefect retries).
 
-    ``streams_at_once`` tasks of the run share ``OST_MAX_CONCURRENCY`` requests in flight.
+    A stream left incomplete fails too, with the line that says what is still missing and why
+    (the candles it stored are counted in the ledger first). ``streams_at_once`` tasks of the
+    run share ``OST_MAX_CONCURRENCY`` requests in flight.
     """
     progress = SharedProgress.get(progress_artifact)
     result = current_runtime().backfill(
@@ -36,6 +39,8 @@ def backfill_stream_task(
         progress=progress.reporter(symbol, interval) if progress else None,
         streams_at_once=streams_at_once,
     )
+    if result.incomplete is not None:
+        raise Incomplete.of_stream(symbol, interval, result.incomplete)
     return {
         "symbol": result.symbol,
         "interval": result.interval,

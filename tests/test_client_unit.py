@@ -8,7 +8,9 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from ost import intervals, klines
 from ost.binance import BinanceClient, retry_hook
+from ost.clock import LocalClock, system_ms
 from ost.errors import (
     BadPayload,
     BinanceRejected,
@@ -55,10 +57,46 @@ def routed(klines_handler: Handler, now_ms: int = T0 + 10 * MINUTE) -> Handler:
     return handle
 
 
-def make_client(handler: Handler, hosts: int = 1, attempts: int = 3) -> BinanceClient:
-    """A client over a mock transport with ``hosts`` base URLs."""
+def make_client(
+    handler: Handler, hosts: int = 1, attempts: int = 3, clock: LocalClock = system_ms
+) -> BinanceClient:
+    """A client over a mock transport with ``hosts`` base URLs (and a local clock, if given)."""
     urls = [f"http://host{n}.test" for n in range(hosts)]
-    return BinanceClient(urls, max_attempts=attempts, transport=httpx.MockTransport(handler))
+    return BinanceClient(
+        urls, max_attempts=attempts, transport=httpx.MockTransport(handler), clock=clock
+    )
+
+
+def serving(rows: list[list[object]], *, honours_end: bool = True) -> Handler:
+    """A klines endpoint over ``rows``: those from ``startTime`` (to ``endTime``), up to limit.
+
+    With ``honours_end`` False it ignores ``endTime``, as a misbehaving proxy may, so the page
+    holds whatever the host has, open candles included.
+    """
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        params = request.url.params
+        start = int(params["startTime"])
+        end = int(params["endTime"]) if honours_end and "endTime" in params else None
+        chosen = [
+            row for row in rows if field(row, 0) >= start and (end is None or field(row, 0) <= end)
+        ]
+        return httpx.Response(200, json=chosen[: int(params.get("limit", "500"))])
+
+    return handle
+
+
+def field(row: list[object], position: int) -> int:
+    """An integer field of a raw kline row (0 open time, 6 close time)."""
+    value = row[position]
+    assert isinstance(value, int)
+    return value
+
+
+def closed_opens(client: BinanceClient, interval: str, start_ms: int) -> list[int]:
+    """The open times of every candle ``closed_klines`` returns from ``start_ms``."""
+    frames = client.closed_klines("BTCUSDT", interval, start_ms)
+    return [int(ms) for frame in frames for ms in klines.open_time_ms(frame)]
 
 
 pytestmark = pytest.mark.usefixtures("fast_retries")
@@ -213,3 +251,47 @@ def test_pacer_trusts_binance_count() -> None:
     assert pacer.used == 38
     pacer.observe(39, sent_at_ms=-60_000)
     assert pacer.used == 38
+
+
+def test_every_open_candle_is_dropped_by_its_close_time_not_only_the_last() -> None:
+    """A host ignoring endTime sends 8 candles open by the local clock: none of them is kept."""
+    binance_now = T0 + 10 * MINUTE + 30_000
+    local_now = T0 + 3 * MINUTE + 30_000  # 7 minutes behind Binance: the earlier clock
+    rows = [kline_row(T0 + n * MINUTE) for n in range(11)]  # up to Binance's open candle
+    handler = routed(serving(rows, honours_end=False), now_ms=binance_now)
+    with make_client(handler, clock=lambda: local_now) as client:
+        kept = closed_opens(client, "1m", T0)
+    assert kept == [field(row, 0) for row in rows if field(row, 6) < local_now]
+    assert len(kept) == 3
+
+
+def test_a_page_whose_last_candle_is_closed_keeps_it() -> None:
+    """A host whose candles end well before now: every one is kept, the page's last one too."""
+    now = T0 + 10 * MINUTE
+    rows = [kline_row(T0 + n * MINUTE) for n in range(3)]
+    with make_client(routed(serving(rows), now_ms=now), clock=lambda: now) as client:
+        kept = closed_opens(client, "1m", T0)
+    assert kept == [field(row, 0) for row in rows]
+
+
+@pytest.mark.parametrize(("past_close_ms", "kept"), [(0, 1), (1, 2)])
+def test_a_candle_is_closed_once_now_is_past_its_close_time(past_close_ms: int, kept: int) -> None:
+    """At its close_time a candle is still open; one millisecond later it is closed."""
+    rows = [kline_row(T0), kline_row(T0 + MINUTE)]
+    now = field(rows[1], 6) + past_close_ms
+    handler = routed(serving(rows, honours_end=False), now_ms=now)
+    with make_client(handler, clock=lambda: now) as client:
+        assert closed_opens(client, "1m", T0) == [field(row, 0) for row in rows[:kept]]
+
+
+def test_a_local_clock_two_hours_ahead_runs_on_binances() -> None:
+    """The local clock 2 h ahead: Binance's open candle is not kept; a skew of -2 h is measured."""
+    binance_now = T0 + 3 * MINUTE + 30_000
+    rows = [kline_row(T0 + n * MINUTE) for n in range(4)]  # the last one is open at Binance
+    handler = routed(serving(rows, honours_end=False), now_ms=binance_now)
+    with make_client(handler, clock=lambda: binance_now + 2 * intervals.HOUR_MS) as client:
+        kept = closed_opens(client, "1m", T0)
+        reading = client.clock_reading
+    assert kept == [field(row, 0) for row in rows if field(row, 6) < binance_now]
+    assert reading is not None
+    assert (reading.host, reading.offset_ms) == ("host0.test", -2 * intervals.HOUR_MS)

@@ -12,6 +12,7 @@ import stamina
 from test_ingest import NOW
 
 from ost import intervals, klines
+from ost.args import parse_time
 from ost.ledger import FAILURES
 from ost.runtime import current_runtime
 from ost.sim import SimHandle
@@ -129,3 +130,119 @@ def test_tasks_run_without_a_server(settings_env: Path) -> None:
     result = ingest_stream_task.fn("ETHUSDT", "1d")
     assert result["written"] == 2
     assert result["symbol"] == "ETHUSDT"
+
+
+# ---- ranges read as people mean them, and "ok" only when complete (issue 9) --------------------
+
+HALT_DAY = (parse_time("2023-03-24"), parse_time("2023-03-25"))
+
+
+def served_day(interval: str) -> Any:
+    """The simulator's own BTCUSDT candles of 2023-03-24."""
+    return klines.parse_rows(sim_klines("BTCUSDT", interval, *HALT_DAY, NOW), interval)
+
+
+def test_backfill_flow_end_is_inclusive_and_a_date_is_the_whole_day(
+    prefect_server: None, settings_env: Path
+) -> None:
+    """backfill: end 23:59:00Z holds the 23:59 candle; end "2023-03-24" holds the day's 24 hours."""
+    from flows.backfill import backfill
+
+    minute = backfill(
+        interval="1m",
+        start="2023-03-24T00:00:00Z",
+        end="2023-03-24T23:59:00Z",
+        symbols=["BTCUSDT"],
+        source="api",
+        return_state=True,
+    )
+    hour = backfill(
+        interval="1h",
+        start="2023-03-24",
+        end="2023-03-24",
+        symbols=["BTCUSDT"],
+        source="api",
+        return_state=True,
+    )
+    assert minute.is_completed(), minute.message
+    assert hour.is_completed(), hour.message
+    store = CandleStore(str(settings_env))
+    for interval in ("1m", "1h"):
+        stored = store.load_klines("BTCUSDT", interval)
+        assert int(klines.open_time_ms(stored)[-1]) == intervals.align(interval, HALT_DAY[1] - 1)
+        assert klines.rows_equal(stored, served_day(interval))
+
+
+def test_check_gaps_flow_repairs_a_whole_day_and_records_the_halt_with_evidence(
+    prefect_server: None, settings_env: Path, sim: SimHandle
+) -> None:
+    """check-gaps with a date as start and end: 1440 minutes checked, the halt proven."""
+    from flows.gaps import check_gaps
+    from ost.gaps import ExchangeGapLog
+
+    state = check_gaps(
+        interval="1m",
+        start="2023-03-24",
+        end="2023-03-24",
+        symbols=["BTCUSDT"],
+        repair=True,
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    store = CandleStore(str(settings_env))
+    assert klines.rows_equal(store.load_klines("BTCUSDT", "1m"), served_day("1m"))
+    recorded, _ = ExchangeGapLog.of(store).entries("BTCUSDT", "1m")
+    assert [(gap.candles[1] - gap.candles[0]) // intervals.MINUTE_MS for gap in recorded] == [80]
+    assert recorded[0].evidence.host == sim.url
+
+
+def test_check_gaps_flow_recheck_undoes_a_wrong_record(
+    prefect_server: None, settings_env: Path
+) -> None:
+    """recheck=True forgets a recorded gap that Binance has candles for, and stores them.
+
+    The halt's hour 13:00, which Binance has no candle for, is recorded again, with evidence.
+    """
+    from flows.gaps import check_gaps
+    from ost.gaps import Evidence, ExchangeGapLog, ProvenGap
+
+    store = CandleStore(str(settings_env))
+    wrong = (HALT_DAY[0], HALT_DAY[0] + 3 * intervals.HOUR_MS)
+    fake = Evidence("http://wrong.test", "/api/v3/klines?startTime=0", wrong[1], wrong[1])
+    ExchangeGapLog.of(store).record("BTCUSDT", "1h", [ProvenGap(wrong, fake)])
+    state = check_gaps(
+        interval="1h",
+        start="2023-03-24",
+        end="2023-03-24",
+        symbols=["BTCUSDT"],
+        recheck=True,
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    served = served_day("1h")
+    hours = range(HALT_DAY[0], HALT_DAY[1], intervals.HOUR_MS)
+    absent = [hour for hour in hours if hour not in set(klines.open_time_ms(served).tolist())]
+    assert absent == [parse_time("2023-03-24T13:00")]  # the halt's one whole hour: really absent
+    assert ExchangeGapLog.of(store).load("BTCUSDT", "1h") == [(absent[0], absent[0] + 3600_000)]
+    assert klines.rows_equal(store.load_klines("BTCUSDT", "1h"), served)
+
+
+def test_backfill_flow_fails_on_an_incomplete_stream(
+    prefect_server: None, settings_env: Path, sim: SimHandle
+) -> None:
+    """Under `200 []` the backfill run fails, saying why; nothing is recorded exchange-side."""
+    from flows.backfill import backfill
+    from ost.gaps import ExchangeGapLog
+
+    sim.set_faults("empty")
+    state = backfill(
+        interval="1h",
+        start="2023-03-24",
+        end="2023-03-24",
+        symbols=["BTCUSDT"],
+        source="api",
+        return_state=True,
+    )
+    assert state.is_failed()
+    assert "24 candles still missing" in (state.message or "")
+    assert ExchangeGapLog.of(CandleStore(str(settings_env))).entries("BTCUSDT", "1h") == ([], [])

@@ -22,8 +22,10 @@ from ost.gaps import (
     EXIT_GAPS,
     EXIT_OK,
     CandleRange,
+    Evidence,
     ExchangeGapLog,
     GapReport,
+    ProvenGap,
     check_gaps,
     gap_report,
     intersect,
@@ -280,21 +282,50 @@ def test_damaged_gap_record_is_reported(store: CandleStore) -> None:
     assert "exchange_gaps.json" in (report.streams[0].error or "")
 
 
+def proven(start: int, end: int) -> ProvenGap:
+    """A gap ``[start, end)`` with made-up evidence: a candle at ``end`` from host.test."""
+    request = f"/api/v3/klines?symbol=BTCUSDT&interval=1m&startTime={start}"
+    return ProvenGap((start, end), Evidence("http://host.test", request, end, end + MINUTE))
+
+
 def test_recording_merges_and_reports_only_new_ranges(store: CandleStore) -> None:
     """Recording a gap twice adds nothing; touching gaps merge into one."""
     log = ExchangeGapLog.of(store)
-    assert log.record("BTCUSDT", "1m", [(0, 5 * MINUTE)]) == [(0, 5 * MINUTE)]
-    assert log.record("BTCUSDT", "1m", [(2 * MINUTE, 8 * MINUTE)]) == [(5 * MINUTE, 8 * MINUTE)]
-    assert log.record("BTCUSDT", "1m", [(0, 8 * MINUTE)]) == []
+    assert log.record("BTCUSDT", "1m", [proven(0, 5 * MINUTE)]) == [(0, 5 * MINUTE)]
+    assert log.record("BTCUSDT", "1m", [proven(2 * MINUTE, 8 * MINUTE)]) == [
+        (5 * MINUTE, 8 * MINUTE)
+    ]
+    assert log.record("BTCUSDT", "1m", [proven(0, 8 * MINUTE)]) == []
     assert log.load("BTCUSDT", "1m") == [(0, 8 * MINUTE)]
     assert log.load("BTCUSDT", "1h") == []
+
+
+def test_every_recorded_gap_keeps_its_evidence(store: CandleStore) -> None:
+    """Each piece of a record keeps the evidence it was recorded with, read back as written."""
+    log = ExchangeGapLog.of(store)
+    first, second = proven(0, 5 * MINUTE), proven(3 * MINUTE, 8 * MINUTE)
+    log.record("BTCUSDT", "1m", [first, second])
+    recorded, unverified = log.entries("BTCUSDT", "1m")
+    assert recorded == [first, ProvenGap((5 * MINUTE, 8 * MINUTE), second.evidence)]
+    assert unverified == []
+
+
+def test_forgetting_cuts_the_record_to_outside_the_range(store: CandleStore) -> None:
+    """forget() removes what lies in its range only, and says what it forgot."""
+    log = ExchangeGapLog.of(store)
+    log.record("BTCUSDT", "1m", [proven(0, 10 * MINUTE)])
+    assert log.forget("BTCUSDT", "1m", (4 * MINUTE, 6 * MINUTE)) == [(4 * MINUTE, 6 * MINUTE)]
+    assert log.load("BTCUSDT", "1m") == [(0, 4 * MINUTE), (6 * MINUTE, 10 * MINUTE)]
+    assert log.forget("BTCUSDT", "1m", (20 * MINUTE, 30 * MINUTE)) == []
 
 
 def test_remote_fsspec_root_records_gaps() -> None:
     """An fsspec URL root (memory://) reads and writes the record too."""
     log = ExchangeGapLog("memory://ost-gaps-test")
-    assert log.record("ETHUSDT", "1h", [(0, 3 * 3600_000)]) == [(0, 3 * 3600_000)]
+    gap = proven(0, 3 * 3600_000)
+    assert log.record("ETHUSDT", "1h", [gap]) == [(0, 3 * 3600_000)]
     assert log.load("ETHUSDT", "1h") == [(0, 3 * 3600_000)]
+    assert log.entries("ETHUSDT", "1h") == ([gap], [])
 
 
 def test_missing_ranges_are_half_open_for_a_backfill(store: CandleStore) -> None:

@@ -27,6 +27,7 @@ import httpx
 import pytest
 import typer.main
 from commands import ost
+from processes import Processes
 from prometheus_client.parser import text_string_to_metric_families
 from test_cli_ingest import ost_env, read_everywhere
 from test_ingest import NOW
@@ -291,25 +292,17 @@ class Cluster:
         return {worker["name"] for worker in workers if worker["status"] == "ONLINE"}
 
 
-def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start(
+    processes: Processes, argv: list[str], env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
     """Start a child in its own session, SIGINT at its default (see PITFALLS.md)."""
     with log.open("wb") as out:
-        return subprocess.Popen(
-            argv,
-            cwd=PROJECT_DIR,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
-        )
+        return processes.start(argv, cwd=PROJECT_DIR, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def run(argv: list[str], env: dict[str, str]) -> None:
+def run(processes: Processes, argv: list[str], env: dict[str, str]) -> None:
     """Run a unit's short command (ExecStartPre, a oneshot's ExecStart) to success."""
-    done = subprocess.run(
-        argv, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=180, check=False
-    )
+    done = processes.run(argv, cwd=PROJECT_DIR, env=env, timeout=180)
     assert done.returncode == 0, (argv, done.stdout[-2000:], done.stderr[-2000:])
 
 
@@ -353,26 +346,27 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, sim_server: SimHandle) -> 
         }
     )
     children = []
+    processes = Processes()
     try:
         server = "ost-prefect-server.service"
         (argv,) = commands(server, "ExecStart", **{"--port": str(port)})
-        children.append(start(argv, env, home / "server.log"))
+        children.append(start(processes, argv, env, home / "server.log"))
         for argv in commands(server, "ExecStartPost"):  # waits until the API answers
-            run(argv, env)
+            run(processes, argv, env)
         for argv in commands("ost-deploy.service", "ExecStartPre"):
-            run(argv, env)
+            run(processes, argv, env)
         for argv in commands("ost-deploy.service", "ExecStart"):
-            run(argv, env)
+            run(processes, argv, env)
         logs = {name: home / f"{name}.log" for name in WORKERS}
         for name in WORKERS:
             for argv in commands("ost-worker.service", "ExecStartPre"):
-                run(argv, env)
+                run(processes, argv, env)
             (argv,) = commands(
                 "ost-worker.service", "ExecStart", host=name, **{"--limit": WORKER_LIMIT}
             )
-            children.append(start(argv, env, logs[name]))
+            children.append(start(processes, argv, env, logs[name]))
         (argv,) = commands("ost-metrics.service", "ExecStart")
-        children.append(start(argv, env, home / "metrics.log"))
+        children.append(start(processes, argv, env, home / "metrics.log"))
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         cluster = Cluster(api, env, logs, metrics_url)
         deadline = time.monotonic() + 60
@@ -383,6 +377,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, sim_server: SimHandle) -> 
     finally:
         for child in reversed(children):
             stop(child)
+        processes.close()
 
 
 @pytest.mark.slow
@@ -399,7 +394,7 @@ def test_two_workers_share_the_runs_and_store_every_candle_once(
         ("BTCUSDT", "15m", day - DAY, day + 6 * HOUR, "api"),
         ("ETHUSDT", "15m", day - 3 * DAY, day - DAY, "auto"),
     ]
-    want = {  # each stream's union of ranges
+    want = {  # each stream's union of ranges (ends inclusive)
         ("BTCUSDT", "1h"): (day - 3 * DAY, day + 12 * HOUR),
         ("ETHUSDT", "1h"): (day - 3 * DAY, day),
         ("BTCUSDT", "15m"): (day - 2 * DAY, day + 6 * HOUR),
@@ -448,9 +443,10 @@ def test_two_workers_share_the_runs_and_store_every_candle_once(
         if sample.name == "ost_candles_written_total"
     }
     for (symbol, interval), (start, end) in want.items():
-        rows = sim_klines(symbol, interval, start, end, sim.now_ms())
+        # `end` is inclusive, as the flow reads it: the candle that opens at it is stored too.
+        rows = sim_klines(symbol, interval, start, end + 1, sim.now_ms())
         expected = klines.parse_rows(rows, interval)
-        assert len(expected) == intervals.count_between(interval, start, end)
+        assert len(expected) == intervals.count_between(interval, start, end + 1)
         assert klines.rows_equal(store.load_klines(symbol, interval), expected), (symbol, interval)
         # Each run counted only the candles it stored first: together, each candle once, and
         # `ost metrics` reports the runs of both workers.

@@ -16,6 +16,12 @@ for example ``5xx:rate=0.5,count=3;slow:rate=1,delay=2;down``. Keys, all optiona
            ``data`` for ``corrupt_zip``, ``api`` for the rest
 ``mode``   for ``impossible``: ``high_low`` (a row's high below its low) or ``misaligned`` (an
            open_time off the interval grid); default: one of them at random
+``offset`` seconds, signed, for ``clock``: how far ``/api/v3/time`` lies (``7200``: 2 h ahead,
+           ``-7200``: 2 h behind); default 0
+``bps``    bytes per second, for ``trickle``: how fast the body comes; default 2
+``retry_after`` for ``ratelimit``: the ``Retry-After`` header, sent as written (seconds, an HTTP
+           date, ``-5``, ``soon``...); default ``60``. A date holds commas, which SPEC cannot: arm
+           it as JSON, ``[{"kind": "ratelimit", "retry_after": "Wed, 21 Oct 2026 07:28:00 GMT"}]``
 
 Kinds:
 
@@ -27,6 +33,19 @@ Kinds:
 ``impossible``  a 200 klines body with well-formed rows, one of them impossible (klines only)
 ``down``        a dead host: every request's connection is dropped before any response
 ``corrupt_zip`` an archive ``.zip`` whose bytes no longer match its ``.CHECKSUM``
+``clock``       ``/api/v3/time`` answers the server's time plus ``offset`` seconds, while the
+                candles keep the true time (a host or a proxy whose clock is wrong)
+``empty``       a klines answer of ``200 []`` instead of its candles (a host that lost its data)
+``cap500``      klines pages of at most 500 rows whatever the ``limit``: each request is served as
+                if it had no ``limit``, so Binance's default page
+                (:data:`ost.sim.market.DEFAULT_LIMIT`), as through a proxy that drops it
+``refuse``      the host refuses this client, as Binance does: ``status=451`` (default; Binance's
+                JSON "Service unavailable from a restricted location") or ``status=403`` (its
+                WAF's CloudFront page); before rate limiting, so it spends no weight
+``ratelimit``   a 429 (or ``status=418``) with Binance's -1003 JSON and ``Retry-After:
+                retry_after``, before rate limiting (the limiter's own 429s come without it)
+``trickle``     the normal answer, its headers at once and its body ``bps`` bytes a second (until
+                the client goes away)
 
 A request fires at most one fault: the first armed one that applies and wins its draw. Faults
 never touch the admin endpoints (``/_sim/...``), so a test can always lift them.
@@ -41,9 +60,30 @@ from typing import Any, Final
 
 from ost.errors import BadInput
 
-KINDS: Final = ("5xx", "slow", "reset", "truncated", "html", "impossible", "down", "corrupt_zip")
+KINDS: Final = (
+    "5xx",
+    "slow",
+    "reset",
+    "truncated",
+    "html",
+    "impossible",
+    "down",
+    "corrupt_zip",
+    "clock",
+    "empty",
+    "cap500",
+    "refuse",
+    "ratelimit",
+    "trickle",
+)
+#: Kinds that only touch ``/api/v3/klines`` answers.
+KLINES_ONLY: Final = frozenset({"impossible", "empty", "cap500"})
 #: Kinds that drop the connection: they fire before rate limiting (a dead host counts nothing).
 ABORTING: Final = frozenset({"reset", "down"})
+#: Kinds that answer before rate limiting: a refusal or a rate limit spends no weight.
+REFUSING: Final = frozenset({"refuse", "ratelimit"})
+#: The statuses each kind may answer with, where it is not any HTTP status, and its default.
+_STATUSES: Final = {"refuse": (451, 403), "ratelimit": (429, 418)}
 SCOPES: Final = ("api", "data", "all")
 MODES: Final = ("high_low", "misaligned")
 _SERVER_ERRORS: Final = (500, 502, 503)
@@ -60,6 +100,9 @@ class Fault:
     status: int | None = None
     scope: str = ""
     mode: str | None = None
+    offset: float = 0.0
+    bps: float = 2.0
+    retry_after: str = "60"
     fired: int = 0
 
     def __post_init__(self) -> None:
@@ -71,6 +114,8 @@ class Fault:
             raise BadInput(f"fault {self.kind}: count {self.count} is negative")
         if self.delay < 0:
             raise BadInput(f"fault {self.kind}: delay {self.delay} is negative")
+        if not self.bps > 0:
+            raise BadInput(f"fault {self.kind}: bps {self.bps} is not positive")
         self.scope = self.scope or ("data" if self.kind == "corrupt_zip" else "api")
         if self.scope not in SCOPES:
             raise BadInput(f"fault {self.kind}: scope {self.scope!r} is not one of {SCOPES}")
@@ -83,6 +128,9 @@ class Fault:
             return
         if self.kind == "5xx" and self.status not in _SERVER_ERRORS:
             raise BadInput(f"fault 5xx: status {self.status} is not one of {_SERVER_ERRORS}")
+        allowed = _STATUSES.get(self.kind)
+        if allowed is not None and self.status not in allowed:
+            raise BadInput(f"fault {self.kind}: status {self.status} is not one of {allowed}")
         if not 200 <= self.status <= 599:
             raise BadInput(f"fault {self.kind}: status {self.status} is not an HTTP status")
 
@@ -93,10 +141,12 @@ class Fault:
         )
         if not in_scope:
             return False
-        if self.kind == "impossible":
+        if self.kind in KLINES_ONLY:
             return path == "/api/v3/klines"
         if self.kind == "corrupt_zip":
             return path.endswith(".zip")
+        if self.kind == "clock":
+            return path == "/api/v3/time"
         return True
 
     def as_dict(self) -> dict[str, Any]:
@@ -104,8 +154,15 @@ class Fault:
         return asdict(self)
 
 
-_NUMBER_KEYS: Final = {"rate": float, "delay": float, "count": int, "status": int}
-_TEXT_KEYS: Final = ("scope", "mode")
+_NUMBER_KEYS: Final = {
+    "rate": float,
+    "delay": float,
+    "count": int,
+    "status": int,
+    "offset": float,
+    "bps": float,
+}
+_TEXT_KEYS: Final = ("scope", "mode", "retry_after")
 
 
 def parse_faults(spec: str) -> list[Fault]:
@@ -172,10 +229,15 @@ class FaultBook:
         """Replace the armed faults."""
         self.faults = list(faults)
 
-    def pick(self, path: str, *, aborting: bool) -> Fault | None:
-        """The fault that fires on this request, among the aborting kinds or the others."""
+    def pick(self, path: str, *, aborting: bool, refusing: bool = False) -> Fault | None:
+        """The fault that fires on this request, among the aborting, refusing or other kinds.
+
+        Refusing kinds (:data:`REFUSING`) answer before rate limiting.
+        """
         for fault in self.faults:
-            if (fault.kind in ABORTING) != aborting or not fault.applies_to(path):
+            if (fault.kind in ABORTING) != aborting or (fault.kind in REFUSING) != refusing:
+                continue
+            if not fault.applies_to(path):
                 continue
             if fault.count == 0 or self.random.random() >= fault.rate:
                 continue
@@ -185,6 +247,11 @@ class FaultBook:
             self.fired[fault.kind] = self.fired.get(fault.kind, 0) + 1
             return fault
         return None
+
+    @staticmethod
+    def status_of(fault: Fault) -> int:
+        """The status a ``refuse`` or ``ratelimit`` fault answers with (its kind's default)."""
+        return fault.status or _STATUSES[fault.kind][0]
 
     def server_error_status(self, fault: Fault) -> int:
         """The status a ``5xx`` fault answers with."""
