@@ -10,8 +10,9 @@ apprise YAML/text config file whose entries carry the tags ``alert`` and/or ``es
 short exponential backoff), so a target that failed once is retried without sending twice to
 the others. A message counts as delivered when at least one target accepted it. Every target's
 result is counted in the ledger as ``notifications_total{level,result}`` (``sent``, ``failed``;
-``unconfigured`` or ``no_target`` when there was nowhere to send it). :meth:`Notifier.send`
-never raises; :func:`send_test` (``ost notify-test``) raises :class:`~ost.errors.NotifyError`.
+``unconfigured`` or ``no_target`` when there was nowhere to send it: such a message is not
+delivered, and stays due until a target exists). :meth:`Notifier.send` never raises;
+:func:`send_test` (``ost notify-test``) raises :class:`~ost.errors.NotifyError`.
 
 **Secrets.** An apprise URL carries tokens (in its password, host, path or query). Apprise and
 urllib3 log URLs at DEBUG (``JSON POST URL: ...``, ``"POST /path"``), and at ERROR for a URL
@@ -39,7 +40,7 @@ import stamina
 from alerts.policy import Kind, Message
 from ost.errors import NotifyError
 from ost.ledger import Ledger
-from ost.settings import Settings
+from ost.settings import Settings, apprise_target_label, split_apprise_urls
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,12 @@ class Delivery(StrEnum):
 
     @property
     def settled(self) -> bool:
-        """Whether the message is done with (not worth retrying at the next evaluation)."""
-        return self is not Delivery.FAILED
+        """Whether the message was delivered; any other message stays due for the next evaluation.
+
+        A message with nowhere to go (no target at all, or none with its tag) is not delivered
+        either: it goes out at the first evaluation after a target is configured.
+        """
+        return self is Delivery.SENT
 
 
 @dataclass(frozen=True)
@@ -176,11 +181,6 @@ def _with_decoded(pieces: Iterable[str]) -> set[str]:
     return found
 
 
-def split_urls(text: str) -> list[str]:
-    """``OST_APPRISE_URLS`` as a list: URLs separated by commas and/or whitespace."""
-    return [item for item in re.split(r"[\s,]+", text) if item]
-
-
 # ---- the notifier -----------------------------------------------------------------------------
 
 
@@ -201,6 +201,8 @@ class Notifier:
     ) -> None:
         self.ledger = ledger
         self.retry = retry or Retry()
+        #: The configured targets apprise cannot use, named without a secret (for notify-test).
+        self.unusable: list[str] = []
         REDACTOR.install()
         self._apprise = apprise.Apprise(asset=apprise.AppriseAsset(storage_mode="memory"))
         if settings.apprise_urls is not None:
@@ -300,22 +302,23 @@ class Notifier:
             return []
 
     def _add_urls(self, text: str) -> None:
-        urls = split_urls(text)
+        urls = split_apprise_urls(text)
         for url in urls:
             REDACTOR.add(url_secrets(url))
-        rejected = sum(not self._apprise.add(url, tag=list(ALL_TAGS)) for url in urls)
+        rejected = [
+            f"OST_APPRISE_URLS entry {number} ({apprise_target_label(url)})"
+            for number, url in enumerate(urls, start=1)
+            if not self._apprise.add(url, tag=list(ALL_TAGS))
+        ]
         if rejected:
-            log.error(
-                "Apprise rejected %d of the %d OST_APPRISE_URLS entries (not shown: they hold"
-                " secrets); check them with `ost notify-test`.",
-                rejected,
-                len(urls),
-            )
+            self.unusable += rejected
+            log.error("Apprise cannot use %s.", ", ".join(rejected))
 
     def _add_config(self, path: Path) -> None:
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
+            self.unusable.append(f"OST_APPRISE_CONFIG {path} (cannot be read: {exc.strerror})")
             log.error(  # noqa: TRY400  # the reason is enough, no traceback
                 "OST_APPRISE_CONFIG %s cannot be read: %s", path, exc.strerror
             )
@@ -324,6 +327,7 @@ class Notifier:
             REDACTOR.add(url_secrets(url))
         config = apprise.AppriseConfig(asset=self._apprise.asset)
         if not config.add(str(path)):
+            self.unusable.append(f"OST_APPRISE_CONFIG {path} (apprise cannot use it)")
             log.error("Apprise could not use OST_APPRISE_CONFIG %s.", path)
             return
         self._apprise.add(config)
@@ -371,7 +375,8 @@ def send_test(settings: Settings, tag: str | None = None, ledger: Ledger | None 
     """``ost notify-test``: a test message to the targets of ``tag`` (all when None).
 
     Returns how many targets accepted it; raises :class:`~ost.errors.NotifyError` when there is
-    no target, or none accepted it.
+    no target, or none accepted it, naming the configured targets apprise cannot use (by their
+    position and scheme, or their file: never a token).
     """
     notifier = Notifier(settings, ledger)
     tags = [tag] if tag else ["all"]
@@ -384,13 +389,16 @@ def send_test(settings: Settings, tag: str | None = None, ledger: Ledger | None 
         ),
         tags=tags,
     )
+    unusable = f"; unusable: {', '.join(notifier.unusable)}" if notifier.unusable else ""
     if result.delivery is Delivery.UNCONFIGURED:
+        if notifier.unusable:
+            raise NotifyError(f"no usable apprise target{unusable}")
         raise NotifyError("no apprise target: set OST_APPRISE_URLS or OST_APPRISE_CONFIG")
     if result.delivery is Delivery.NO_TARGET:
-        raise NotifyError(f"no apprise target is tagged {tag!r}")
+        raise NotifyError(f"no apprise target is tagged {tag!r}{unusable}")
     if result.delivery is Delivery.FAILED:
         raise NotifyError(
             f"none of the {result.targets} apprise targets accepted the test notification"
-            " (see the log above)"
+            f" (see the log above){unusable}"
         )
     return result.accepted

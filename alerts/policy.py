@@ -18,7 +18,16 @@ recovery   back to healthy one message (to the tags notified) saying how long it
 - when no run happened at all (worker or scheduler down): if the last success (or, for a stream
   that never succeeded, the moment the ledger first knew of it) is older than ``cadence +
   monitor``, the stream counts as down since ``last success + cadence``, when the next run was
-  due. So a silent stream reaches *monitor* exactly when it is ``monitor`` overdue.
+  due. So a silent stream reaches *monitor* exactly when it is ``monitor`` overdue;
+- when the stream is **stale** (see :func:`freshness`): runs may succeed, but the store lacks
+  closed candles that Binance should have. Its *lag* is the time from the close of its newest
+  stored candle to now; it is stale once its first missing candle closed more than
+  ``stale_grace`` ago (``OST_STALE_GRACE``, 20 min: the 15-minute schedule plus 5 minutes for a
+  run to be picked up and finish), i.e. once ``lag >= length of that candle + stale_grace``. It
+  counts as down since then: the close of the first missing candle plus the grace. A 1d or 1M
+  stream is legitimately far behind *now*: it is measured against the newest candle that should
+  be closed by now, never against now itself. A stream with no stored candle at all is stale from
+  ``known_since + stale_grace``.
 
 Overall, ingestion is down since the earliest stream went down, and its level is the highest of
 the streams' levels. An **outage** lasts from then until every configured stream is healthy
@@ -31,7 +40,10 @@ sends the ``alert`` message and then the ``escalate`` one: each audience (target
 ``alert``, targets tagged ``escalate``) hears of every outage once, and the invariant stays
 simple: one message per level per outage.
 
-The recovery message is sent only if an alert or escalation was delivered for the outage.
+The recovery message is sent only if an alert or escalation was delivered for the outage. It
+carries the result of a gap check over the outage (:class:`OutageGaps`, made by the watchdog),
+and every message states the real duration of the outage and its level with the thresholds in
+force (compressed thresholds included).
 """
 
 from __future__ import annotations
@@ -42,7 +54,9 @@ from dataclasses import dataclass, field, replace
 from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Final
 
+from ost import intervals
 from ost.ledger import LadderRecord, Stream, StreamState
+from ost.settings import DEFAULT_STALE_GRACE
 
 if TYPE_CHECKING:
     from ost.settings import Settings
@@ -93,17 +107,18 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class LadderConfig:
-    """The configured streams, the thresholds, and the schedule's cadence."""
+    """The configured streams, the thresholds, the schedule's cadence, the staleness grace."""
 
     streams: tuple[Stream, ...]
     thresholds: Thresholds = field(default_factory=Thresholds)
     cadence: dt.timedelta = DEFAULT_CADENCE
+    stale_grace: dt.timedelta = DEFAULT_STALE_GRACE
 
     @classmethod
     def from_settings(
         cls, settings: Settings, cadence: dt.timedelta = DEFAULT_CADENCE
     ) -> LadderConfig:
-        """Every ``OST_SYMBOLS`` x ``OST_INTERVALS`` stream, with the ``OST_ESCALATION_*``."""
+        """Every ``OST_SYMBOLS`` x ``OST_INTERVALS`` stream, ``OST_ESCALATION_*``, the grace."""
         return cls(
             streams=tuple((s, i) for s in settings.symbols for i in settings.intervals),
             thresholds=Thresholds(
@@ -112,6 +127,7 @@ class LadderConfig:
                 escalate=settings.escalation_escalate_after,
             ),
             cadence=cadence,
+            stale_grace=settings.stale_grace,
         )
 
 
@@ -145,6 +161,38 @@ class LadderState:
 
 
 @dataclass(frozen=True)
+class Freshness:
+    """How fresh one stream's stored candles are at ``now`` (see the module docstring)."""
+
+    #: Open time of the newest stored candle (None: nothing stored).
+    newest_open: dt.datetime | None
+    #: Its close: when the candle after it opens (Binance's ``close_time`` is 1 ms before).
+    newest_close: dt.datetime | None
+    #: Open time of the newest candle that Binance should have closed by ``now``.
+    expected_open: dt.datetime
+    #: Closed candles after the newest stored one, up to ``expected_open`` (None: nothing stored).
+    behind: int | None
+    #: ``now`` minus ``newest_close`` (None: nothing stored).
+    lag: dt.timedelta | None
+    #: The lag from which the stream is stale: its first missing candle's length plus the grace.
+    stale_after: dt.timedelta | None
+    #: When the stream went (or will go) stale: its first missing candle's close plus the grace.
+    stale_since: dt.datetime | None
+    stale: bool
+
+
+class Condition(StrEnum):
+    """What ``ost status`` says of a stream: the first that applies, in this order."""
+
+    FAILING = "failing"
+    #: No run recorded anything for longer than ``cadence + monitor`` (worker, schedule down).
+    OVERDUE = "overdue"
+    #: Runs may succeed, but closed candles are missing beyond the grace.
+    STALE = "stale"
+    OK = "ok"
+
+
+@dataclass(frozen=True)
 class StreamHealth:
     """One configured stream as the ladder sees it at ``now``."""
 
@@ -155,11 +203,49 @@ class StreamHealth:
     #: True when no run has recorded anything for longer than ``cadence + monitor``.
     overdue: bool
     state: StreamState
+    freshness: Freshness
 
     @property
     def down(self) -> bool:
-        """Whether the stream is failing or overdue (at any level, even below monitor)."""
+        """Whether the stream is failing, overdue or stale (at any level, even below monitor)."""
         return self.down_since is not None
+
+    @property
+    def stale(self) -> bool:
+        """Whether closed candles that Binance should have are missing beyond the grace."""
+        return self.freshness.stale
+
+    @property
+    def condition(self) -> Condition:
+        """Failing, overdue, stale or ok: the first that applies."""
+        if self.state.failing_since is not None:
+            return Condition.FAILING
+        if self.overdue:
+            return Condition.OVERDUE
+        return Condition.STALE if self.stale else Condition.OK
+
+
+@dataclass(frozen=True)
+class OutageGaps:
+    """A gap check of the configured streams over an outage, from ``since`` to their newest candle.
+
+    Made by the watchdog (:mod:`ost.gaps` over the store) when a recovery is due, so that the
+    recovery message says whether the candles missed during the outage are all stored again.
+    """
+
+    #: The earliest open time checked.
+    since: dt.datetime
+    #: How many streams were checked.
+    checked: int
+    #: The streams with candles still missing, and how many (exchange-side gaps excepted).
+    missing: tuple[tuple[Stream, int], ...] = ()
+    #: The streams that could not be checked, and why.
+    unchecked: tuple[tuple[Stream, str], ...] = ()
+
+    @property
+    def healed(self) -> bool:
+        """Whether every stream was checked and none misses a candle."""
+        return not self.missing and not self.unchecked
 
 
 @dataclass(frozen=True)
@@ -186,18 +272,53 @@ class Evaluation:
     messages: tuple[Message, ...]
 
 
+def freshness(
+    now: dt.datetime,
+    interval: str,
+    newest_open_ms: int | None,
+    grace: dt.timedelta,
+    known_since: dt.datetime | None = None,
+) -> Freshness:
+    """How fresh a stream is at ``now``, given the open time of its newest stored candle."""
+    now_ms = _epoch_ms(now)
+    current = intervals.align(interval, now_ms)  # the candle still open at ``now``
+    expected = _moment(intervals.align(interval, current - 1))
+    if newest_open_ms is None:
+        since = None if known_since is None else known_since + grace
+        stale = since is not None and now >= since
+        return Freshness(None, None, expected, None, None, None, since, stale)
+    close_ms = intervals.next_open(interval, newest_open_ms)  # also the first missing open time
+    first_missing_close_ms = intervals.next_open(interval, close_ms)
+    since = _moment(first_missing_close_ms) + grace
+    return Freshness(
+        newest_open=_moment(newest_open_ms),
+        newest_close=_moment(close_ms),
+        expected_open=expected,
+        behind=intervals.count_between(interval, close_ms, current),
+        lag=now - _moment(close_ms),
+        stale_after=dt.timedelta(milliseconds=first_missing_close_ms - close_ms) + grace,
+        stale_since=since,
+        stale=now >= since,
+    )
+
+
 def stream_health(now: dt.datetime, config: LadderConfig, state: StreamState) -> StreamHealth:
     """The level of one stream at ``now`` (see the module docstring for *down since*)."""
     reference = state.last_success_at or state.known_since
     overdue = (
         reference is not None and now - reference >= config.cadence + config.thresholds.monitor
     )
+    fresh = freshness(
+        now, state.interval, state.last_open_ms, config.stale_grace, state.known_since
+    )
     candidates = [state.failing_since] if state.failing_since is not None else []
     if overdue and reference is not None:
         candidates.append(reference + config.cadence)
+    if fresh.stale and fresh.stale_since is not None:
+        candidates.append(fresh.stale_since)
     down_since = min(candidates, default=None)
     level = Level.NORMAL if down_since is None else config.thresholds.level_for(now - down_since)
-    return StreamHealth(state.symbol, state.interval, level, down_since, overdue, state)
+    return StreamHealth(state.symbol, state.interval, level, down_since, overdue, state, fresh)
 
 
 def evaluate(
@@ -206,9 +327,12 @@ def evaluate(
     states: Mapping[Stream, StreamState],
     ladder: LadderState,
     *,
-    gaps_healed: bool | None = None,
+    gaps: OutageGaps | None = None,
 ) -> Evaluation:
-    """Where the ladder stands at ``now``, and what is due (nothing is marked as sent)."""
+    """Where the ladder stands at ``now``, and what is due (nothing is marked as sent).
+
+    ``gaps`` is the gap check over the outage that a recovery message reports (None: unknown).
+    """
     health = tuple(
         stream_health(now, config, states.get(stream) or StreamState(*stream))
         for stream in config.streams
@@ -219,12 +343,14 @@ def evaluate(
         down_since = min(item.down_since for item in down if item.down_since is not None)
         outage_since = min(ladder.outage_since or down_since, down_since)
         state = LadderState(level, outage_since, ladder.notified)
-        messages = _escalations(now, level, outage_since, down, ladder.notified)
+        messages = _escalations(
+            now, config, outage_since, down, level=level, notified=ladder.notified
+        )
         return Evaluation(now, level, down_since, health, state, messages)
     if not ladder.notified:
         return Evaluation(now, level, None, health, LadderState(), ())
     state = LadderState(Level.NORMAL, ladder.outage_since, ladder.notified)
-    recovery = _recovery(now, health, state, gaps_healed)
+    recovery = _recovery(now, health, state, gaps)
     return Evaluation(now, level, None, health, state, (recovery,))
 
 
@@ -241,10 +367,10 @@ def step(
     states: Mapping[Stream, StreamState],
     ladder: LadderState,
     *,
-    gaps_healed: bool | None = None,
+    gaps: OutageGaps | None = None,
 ) -> tuple[LadderState, tuple[Message, ...]]:
     """(state, observations) -> (new state, messages due), assuming every message delivered."""
-    evaluation = evaluate(now, config, states, ladder, gaps_healed=gaps_healed)
+    evaluation = evaluate(now, config, states, ladder, gaps=gaps)
     state = evaluation.state
     for message in evaluation.messages:
         state = mark_sent(state, message)
@@ -256,9 +382,11 @@ def step(
 
 def _escalations(
     now: dt.datetime,
-    level: Level,
+    config: LadderConfig,
     outage_since: dt.datetime,
     down: list[StreamHealth],
+    *,
+    level: Level,
     notified: frozenset[Kind],
 ) -> tuple[Message, ...]:
     """The alert and escalate messages due: each level reached and not yet notified."""
@@ -267,16 +395,29 @@ def _escalations(
         for kind, threshold in NOTIFIED_LEVELS.items()
         if level >= threshold and kind not in notified
     ]
-    return tuple(_escalation(kind, now, outage_since, down) for kind in due)
+    return tuple(_escalation(kind, now, config, outage_since, down) for kind in due)
 
 
 def _escalation(
-    kind: Kind, now: dt.datetime, outage_since: dt.datetime, down: list[StreamHealth]
+    kind: Kind,
+    now: dt.datetime,
+    config: LadderConfig,
+    outage_since: dt.datetime,
+    down: list[StreamHealth],
 ) -> Message:
     lasted = human_duration(now - outage_since)
+    thresholds = config.thresholds
+    threshold = thresholds.alert if kind is Kind.ALERT else thresholds.escalate
     title = f"ost-ingest {kind.value.upper()}: Binance ingestion down for {lasted}"
+    level_line = (
+        f"Level {kind.value}: down for at least {human_duration(threshold)}"
+        f" (monitor after {human_duration(thresholds.monitor)}, alert after"
+        f" {human_duration(thresholds.alert)}, escalate after"
+        f" {human_duration(thresholds.escalate)})."
+    )
     lines = [
         f"Binance candle ingestion has been down for {lasted}, since {_clock(outage_since)}.",
+        level_line,
         "",
         *_stream_lines(now, down),
         "",
@@ -286,16 +427,18 @@ def _escalation(
 
 
 _ALERT_STEPS: Final = (
-    f"Runbook {RUNBOOK}, 30-60 min down:",
+    f"Runbook {RUNBOOK}, level alert:",
     "- check Binance and the network: `ost ping`;",
+    "- see which streams are failing or stale, and their lag: `ost status`;",
     "- retry by hand: `ost ingest`;",
     "- if errors keep storming, consider pausing the schedule: `ost schedule pause`.",
 )
 _ESCALATE_STEPS: Final = (
-    f"Runbook {RUNBOOK}, over 60 min down: next steps",
+    f"Runbook {RUNBOOK}, level escalate: next steps",
     "1. Pause the schedule: `ost schedule pause` (later `ost schedule resume`).",
-    "2. Use cached data: the Parquet store keeps serving the last valid candles; see what is"
-    " there with `ost gaps --interval 1d --days 7`.",
+    "2. Use cached data: the Parquet store keeps serving the last valid candles; how old they"
+    " are per stream is the lag column of `ost status`, what is missing"
+    " `ost gaps --interval 1d --days 7`.",
     "3. Escalate to the team; consider alternative or backup data.",
 )
 
@@ -312,20 +455,37 @@ def _stream_lines(now: dt.datetime, down: Iterable[StreamHealth]) -> list[str]:
 
 def _why(item: StreamHealth) -> str:
     state = item.state
-    last = _clock(state.last_success_at) if state.last_success_at else "never"
+    parts: list[str] = []
     if state.failing_since is not None:
         reason = state.last_reason or "error"
-        return f"failing ({reason}) since {_clock(state.failing_since)}; last success {last}"
-    if state.last_attempt_at is None:
-        return f"no run recorded; last success {last}"
-    return f"no run since {_clock(state.last_attempt_at)}; last success {last}"
+        parts.append(f"failing ({reason}) since {_clock(state.failing_since)}")
+    elif item.overdue and state.last_attempt_at is None:
+        parts.append("no run recorded")
+    elif item.overdue:
+        parts.append(f"no run since {_clock(state.last_attempt_at)}")
+    if item.stale:
+        parts.append(_staleness(item.freshness))
+    last = _clock(state.last_success_at) if state.last_success_at else "never"
+    parts.append(f"last success {last}")
+    return "; ".join(parts)
+
+
+def _staleness(fresh: Freshness) -> str:
+    since = _clock(fresh.stale_since)
+    if fresh.newest_close is None or fresh.lag is None:
+        return f"stale since {since}: no candle stored"
+    return (
+        f"stale since {since}: newest candle closed {_clock(fresh.newest_close)}"
+        f" (lag {human_duration(fresh.lag)}), {fresh.behind} closed"
+        f" candle{'' if fresh.behind == 1 else 's'} not stored"
+    )
 
 
 def _recovery(
     now: dt.datetime,
     health: tuple[StreamHealth, ...],
     state: LadderState,
-    gaps_healed: bool | None,
+    gaps: OutageGaps | None,
 ) -> Message:
     """The recovery message: how long ingestion was down, and whether the gaps healed."""
     successes = [item.state.last_success_at for item in health if item.state.last_success_at]
@@ -335,19 +495,41 @@ def _recovery(
     tags = tuple(kind.value for kind in (Kind.ALERT, Kind.ESCALATE) if kind in state.notified)
     lines = [
         f"Binance candle ingestion recovered at {_clock(recovered_at)} after being down for"
-        f" {lasted} (since {_clock(since)}). Every stream is ingesting again.",
-        _GAPS_LINES[gaps_healed],
+        f" {lasted} (since {_clock(since)}). Every stream is ingesting again, none is stale.",
+        *_gaps_lines(gaps),
         "If the schedule was paused, resume it: `ost schedule resume`.",
     ]
     title = f"ost-ingest RECOVERED: Binance ingestion back after {lasted}"
     return Message(Kind.RECOVERY, Level.NORMAL, tags, title, "\n".join(lines))
 
 
-_GAPS_LINES: Final[dict[bool | None, str]] = {
-    True: "Gaps healed: the store has every candle of the outage.",
-    False: "Gaps NOT healed: fill them with `ost gaps --interval all --days 1 --repair`.",
-    None: "Gaps not checked: check with `ost gaps --interval all --days 1` (add --repair).",
-}
+def _gaps_lines(gaps: OutageGaps | None) -> list[str]:
+    """What the gap check over the outage found, and the command that fixes the rest."""
+    if gaps is None:
+        return ["Gaps not checked: check with `ost gaps --interval all --days 1` (add --repair)."]
+    start = _iso_z(gaps.since)
+    lines = []
+    if gaps.missing:
+        total = sum(count for _, count in gaps.missing)
+        listed = ", ".join(
+            f"{s} {i}: {count}" for (s, i), count in gaps.missing[:MAX_LISTED_STREAMS]
+        )
+        lines.append(
+            f"Gaps NOT healed: {total} candles since {_clock(gaps.since)} are missing ({listed});"
+            f" fill them with `ost gaps --interval all --start {start} --repair`."
+        )
+    if gaps.unchecked:
+        listed = "; ".join(f"{s} {i}: {why}" for (s, i), why in gaps.unchecked[:MAX_LISTED_STREAMS])
+        lines.append(
+            f"Gaps not checked for {len(gaps.unchecked)} streams ({listed}); check with"
+            f" `ost gaps --interval all --start {start}` (add --repair)."
+        )
+    if not lines:
+        lines.append(
+            f"Gaps healed: the store has every candle of the outage (gap check of"
+            f" {gaps.checked} streams from {_clock(gaps.since)})."
+        )
+    return lines
 
 
 def human_duration(span: dt.timedelta) -> str:
@@ -361,9 +543,22 @@ def human_duration(span: dt.timedelta) -> str:
     if hours:
         return f"{hours} h {minutes} min" if minutes else f"{hours} h"
     if minutes:
-        return f"{minutes} min"
+        return f"{minutes} min {secs} s" if secs and minutes < 10 else f"{minutes} min"
     return f"{secs} s"
 
 
 def _clock(at: dt.datetime | None) -> str:
     return "-" if at is None else at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _iso_z(at: dt.datetime) -> str:
+    """``2026-11-03T12:00:00Z``: a time as ``ost gaps --start`` takes it."""
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _epoch_ms(at: dt.datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def _moment(ms: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)

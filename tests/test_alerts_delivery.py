@@ -12,89 +12,28 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import stamina
+from apprise_receiver import SECRET_PASSWORD, SECRET_PATH, Receiver
+from candles import FASTPARQUET_VALUES, make_candles
+from typer.testing import CliRunner
 
 from alerts.notify import Delivery, Notifier, send_test
-from alerts.policy import Kind, Level, Message
+from alerts.policy import Kind, Level, Message, OutageGaps
 from alerts.watchdog import ladder_status, run_watchdog
+from ost.cli import app
 from ost.errors import NotifyError
 from ost.ingest import StreamOutcome
 from ost.ledger import NOTIFICATIONS, Ledger
 from ost.settings import Settings, load_settings
-
-SECRET_PASSWORD = "pAssW0rd-S3cret"  # noqa: S105  # a fake token, to prove it never leaks
-SECRET_PATH = "tok3n-in-the-path"  # noqa: S105  # a fake webhook token, likewise
+from ost.store import CandleStore
 
 #: apprise 2.0 imports the stdlib's deprecated imghdr; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:'imghdr' is deprecated:DeprecationWarning")
-
-
-@dataclass(frozen=True)
-class Post:
-    """One notification as the receiver got it."""
-
-    path: str
-    body: dict[str, Any]
-    at: float
-
-
-class Receiver:
-    """A tiny HTTP server in a thread that records the POSTs apprise's json:// sends it."""
-
-    def __init__(self) -> None:
-        self.posts: list[Post] = []
-        #: Statuses to answer the next POSTs with (then 200).
-        self.failures: list[int] = []
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                with receiver._lock:
-                    status = receiver.failures.pop(0) if receiver.failures else 200
-                    receiver.posts.append(Post(self.path, json.loads(body), time.monotonic()))
-                self.send_response(status)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                """Quiet: no access log on stderr."""
-
-        return Handler
-
-    def url(self, path: str = "/hook") -> str:
-        """An apprise json:// URL to ``path`` on this receiver."""
-        return f"json://127.0.0.1:{self.port}{path}"
-
-    def secret_url(self) -> str:
-        """A json:// URL carrying a password and a path token, like a real webhook's."""
-        return f"json://ops:{SECRET_PASSWORD}@127.0.0.1:{self.port}/hooks/{SECRET_PATH}"
-
-    def titles(self, path: str | None = None) -> list[str]:
-        """The titles received (on ``path`` only, when given), in order."""
-        return [post.body["title"] for post in self.posts if path in (None, post.path)]
-
-    def __enter__(self) -> Receiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 @pytest.fixture
@@ -123,11 +62,22 @@ def message(kind: Kind) -> Message:
     return Message(kind, Level.ALERT, tags, f"{kind.value} title", f"{kind.value} body")
 
 
+def newest_closed_15m_ms() -> int:
+    """Open time (ms) of the newest 15m candle closed by now: the quarter hour before the last."""
+    quarter = 15 * 60
+    return (int(time.time()) // quarter * quarter - quarter) * 1000
+
+
 def outcome(ok: bool) -> StreamOutcome:
-    """An ingestion outcome of the one stream."""
+    """An ingestion outcome of the one stream; a success stored every candle closed by now."""
     if ok:
-        return StreamOutcome("BTCUSDT", "15m", True, 1, 1_700_000_000_000, 0.1)
+        return StreamOutcome("BTCUSDT", "15m", True, 1, newest_closed_15m_ms(), 0.1)
     return StreamOutcome("BTCUSDT", "15m", False, 0, None, 0.1, "unavailable", "Binance down")
+
+
+def healed() -> OutageGaps:
+    """A gap check that found nothing missing."""
+    return OutageGaps(dt.datetime.now(dt.UTC), checked=1)
 
 
 # ---- the notifier -----------------------------------------------------------------------------
@@ -235,6 +185,7 @@ def test_secrets_never_reach_logs_errors_or_ledger(
 
 NOW = dt.datetime(2026, 11, 3, 12, 0, tzinfo=dt.UTC)
 MIN = dt.timedelta(minutes=1)
+QUARTER = 15 * 60_000
 
 
 def test_failed_send_is_retried_next_evaluation_and_never_duplicated(
@@ -286,6 +237,101 @@ def test_concurrent_watchdogs_send_once(tmp_path: Path, receiver: Receiver) -> N
     assert len(receiver.posts) == 1
 
 
+def test_a_message_with_no_target_stays_due_until_a_target_exists(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """No target at the alert: not counted as sent, kept due, and delivered once one exists."""
+    settings = make_settings(tmp_path)
+    ledger = Ledger.for_settings(settings)
+    ledger.record_outcome(outcome(ok=False), NOW)
+    for minute in (31, 33):
+        report = run_watchdog(settings, NOW + minute * MIN)
+        assert [delivery for _, delivery in report.deliveries] == [Delivery.UNCONFIGURED]
+        assert report.state.notified == frozenset()
+    assert ledger.counter(NOTIFICATIONS, level="alert", result="unconfigured") == 2
+    assert ledger.counter(NOTIFICATIONS, level="alert", result="sent") == 0
+    with_target = make_settings(tmp_path, apprise_urls=receiver.url())
+    assert [m.kind for m in run_watchdog(with_target, NOW + 35 * MIN).sent] == [Kind.ALERT]
+    assert run_watchdog(with_target, NOW + 40 * MIN).deliveries == ()
+    assert receiver.titles() == ["ost-ingest ALERT: Binance ingestion down for 35 min"]
+
+
+def test_ost_watchdog_says_what_is_still_due(tmp_path: Path) -> None:
+    """`ost watchdog` with no target names the message it could not deliver."""
+    env = {
+        "OST_DATA_DIR": str(tmp_path),
+        "OST_SYMBOLS": "BTCUSDT",
+        "OST_INTERVALS": "15m",
+        "OST_ESCALATION_MONITOR_AFTER": "0s",
+        "OST_ESCALATION_ALERT_AFTER": "1s",
+        "OST_ESCALATION_ESCALATE_AFTER": "1h",
+    }
+    Ledger.for_settings(make_settings(tmp_path)).record_outcome(outcome(ok=False))
+    time.sleep(1.1)  # past the alert threshold
+    result = CliRunner().invoke(app, ["watchdog"], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("level: alert; sent: 0; still due: alert (unconfigured)")
+
+
+def test_a_level_with_no_tagged_target_goes_out_once_one_is_tagged(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Only an 'alert' target: escalate stays due (no_target), goes out once one is tagged."""
+    alert_only = tmp_path / "alert-only.yml"
+    alert_only.write_text(f"urls:\n  - {receiver.url('/chat')}:\n      - tag: alert\n")
+    both = tmp_path / "both.yml"
+    both.write_text(
+        f"urls:\n  - {receiver.url('/chat')}:\n      - tag: alert\n"
+        f"  - {receiver.url('/pager')}:\n      - tag: escalate\n"
+    )
+    settings = make_settings(tmp_path, apprise_config=str(alert_only))
+    Ledger.for_settings(settings).record_outcome(outcome(ok=False), NOW)
+    first = run_watchdog(settings, NOW + 61 * MIN)
+    assert [(m.kind, d) for m, d in first.deliveries] == [
+        (Kind.ALERT, Delivery.SENT),
+        (Kind.ESCALATE, Delivery.NO_TARGET),
+    ]
+    assert first.state.notified == {Kind.ALERT}
+    paged = run_watchdog(make_settings(tmp_path, apprise_config=str(both)), NOW + 63 * MIN)
+    assert [m.kind for m in paged.sent] == [Kind.ESCALATE]
+    assert receiver.titles("/chat") == ["ost-ingest ALERT: Binance ingestion down for 1 h 1 min"]
+    assert receiver.titles("/pager") == [
+        "ost-ingest ESCALATE: Binance ingestion down for 1 h 3 min"
+    ]
+
+
+@pytest.mark.filterwarnings(FASTPARQUET_VALUES)
+@pytest.mark.parametrize("hole", [False, True], ids=["complete", "one-candle-missing"])
+def test_recovery_reports_the_gap_check_of_the_store_over_the_outage(
+    tmp_path: Path, receiver: Receiver, hole: bool
+) -> None:
+    """The recovery says 'Gaps healed', or how many candles of the outage the store lacks."""
+    settings = make_settings(tmp_path, apprise_urls=receiver.url())
+    ledger = Ledger.for_settings(settings)
+    store = CandleStore(settings.data_dir)
+    ten = int(dt.datetime(2026, 11, 3, 10, 0, tzinfo=dt.UTC).timestamp() * 1000)
+    before = make_candles("15m", ten, 8)  # 10:00 ... 11:45, closed by 12:00
+    store.merge("BTCUSDT", "15m", before)
+    ledger.record_outcome(StreamOutcome("BTCUSDT", "15m", True, 8, ten + 7 * QUARTER, 0.1), NOW)
+    ledger.record_outcome(outcome(ok=False), NOW + 15 * MIN)  # the outage starts at 12:15
+    assert [m.kind for m in run_watchdog(settings, NOW + 50 * MIN).sent] == [Kind.ALERT]
+    after = make_candles("15m", ten + 8 * QUARTER, 8)  # 12:00 ... 13:45, closed by 14:00
+    if hole:
+        after = after[after["open_time"] != pd.Timestamp("2026-11-03 12:30", tz="UTC")]
+    store.merge("BTCUSDT", "15m", after)
+    ledger.record_outcome(StreamOutcome("BTCUSDT", "15m", True, 9, None, 0.1), NOW + 2 * 60 * MIN)
+    report = run_watchdog(settings, NOW + 2 * 60 * MIN + 5 * MIN)
+    assert [m.kind for m in report.sent] == [Kind.RECOVERY]
+    body = receiver.posts[-1].body["message"]
+    if hole:
+        assert "Gaps NOT healed: 1 candles since 2026-11-03 11:40:00 UTC" in body
+        assert "(BTCUSDT 15m: 1)" in body
+        assert "--start 2026-11-03T11:40:00Z --repair" in body
+    else:
+        assert "Gaps healed: the store has every candle of the outage" in body
+        assert "1 streams from 2026-11-03 11:40:00 UTC" in body
+
+
 WATCHDOG_IN_A_NEW_PROCESS = """
 from alerts.watchdog import run_watchdog
 from ost.settings import load_settings
@@ -325,20 +371,24 @@ def test_real_outage_alerts_once_escalates_once_recovers_once(
                 check=True,
             )
             assert "alert" not in child.stdout  # a new process does not send the alert again
-        run_watchdog(settings, gaps_check=lambda: True)  # new objects each time: a restart
+        run_watchdog(settings, gaps_check=healed)  # new objects each time: a restart
         time.sleep(0.5)
+    healed_after = time.monotonic() - started
     ledger.record_outcome(outcome(ok=True))
     for _ in range(3):
-        run_watchdog(settings, gaps_check=lambda: True)
+        run_watchdog(settings, gaps_check=healed)
 
     kinds = [post.body["type"] for post in receiver.posts]
     assert kinds == ["warning", "failure", "success"]  # alert, escalate, recovery
     alert, escalate, recovery = receiver.posts
-    assert 4 <= alert.at - started < 6
-    assert 8 <= escalate.at - started < 11
+    assert 4 <= alert.at - started < escalate.at - started  # never before its threshold
+    assert escalate.at - started >= 8
     assert "ost schedule pause" in escalate.body["message"]
     assert "ost gaps --interval 1d --days 7" in escalate.body["message"]
-    assert re.search(r"down for 1[5-8] s", recovery.body["message"])
+    said = re.search(r"down for (?:(\d+) min )?(\d+) s", recovery.body["message"])
+    assert said, recovery.body["message"]
+    lasted = 60 * int(said[1] or 0) + int(said[2])
+    assert 15 <= lasted <= healed_after + 1  # the outage's length, as the ledger saw it
     assert "Gaps healed" in recovery.body["message"]
     for kind, count in (("alert", 1), ("escalate", 1), ("recovery", 1)):
         assert ledger.counter(NOTIFICATIONS, level=kind, result="sent") == count

@@ -1,4 +1,4 @@
-"""The escalation ladder's pure policy: levels, no-run rule, one message per level, recovery."""
+"""The escalation ladder's pure policy: levels, no-run rule, staleness, one message per level."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alerts.policy import (
+    Condition,
     Kind,
     LadderConfig,
     LadderState,
     Level,
     Message,
+    OutageGaps,
     Thresholds,
     evaluate,
+    freshness,
     human_duration,
     mark_sent,
     step,
@@ -24,14 +27,33 @@ from ost.ledger import StreamState
 
 T0 = dt.datetime(2026, 11, 3, 10, 0, tzinfo=dt.UTC)
 MIN = dt.timedelta(minutes=1)
+SEC = dt.timedelta(seconds=1)
+GRACE = 20 * MIN
 BTC = ("BTCUSDT", "15m")
 ETH = ("ETHUSDT", "15m")
 CONFIG = LadderConfig(streams=(BTC, ETH))
 
 
+def ms(at: dt.datetime) -> int:
+    """``at`` in epoch milliseconds."""
+    return int(at.timestamp() * 1000)
+
+
+def newest_closed_15m(at: dt.datetime) -> int:
+    """Open time (ms) of the newest 15m candle closed at ``at``: the quarter before the last."""
+    quarter = 15 * 60
+    return (int(at.timestamp()) // quarter * quarter - quarter) * 1000
+
+
 def healthy(stream: tuple[str, str], at: dt.datetime) -> StreamState:
-    """A stream whose last ingestion, at ``at``, succeeded."""
-    return StreamState(*stream, known_since=T0, last_success_at=at, last_attempt_at=at)
+    """A stream whose last ingestion, at ``at``, succeeded and stored every closed 15m candle."""
+    return StreamState(
+        *stream,
+        known_since=T0,
+        last_success_at=at,
+        last_attempt_at=at,
+        last_open_ms=newest_closed_15m(at),
+    )
 
 
 def failing(stream: tuple[str, str], since: dt.datetime, last_try: dt.datetime) -> StreamState:
@@ -43,6 +65,7 @@ def failing(stream: tuple[str, str], since: dt.datetime, last_try: dt.datetime) 
         last_attempt_at=last_try,
         failing_since=since,
         last_reason="unavailable",
+        last_open_ms=newest_closed_15m(since - 15 * MIN),
     )
 
 
@@ -130,15 +153,33 @@ def test_recovery_after_alert_says_how_long_and_gaps() -> None:
     """All healthy after an alert: one recovery, to the tags notified, with duration and gaps."""
     state = LadderState(Level.ALERT, T0, frozenset({Kind.ALERT}))
     states = {BTC: healthy(BTC, T0 + 42 * MIN), ETH: healthy(ETH, T0 + 40 * MIN)}
-    evaluation = evaluate(T0 + 45 * MIN, CONFIG, states, state, gaps_healed=True)
+    healed = OutageGaps(T0 - 35 * MIN, checked=2)
+    evaluation = evaluate(T0 + 45 * MIN, CONFIG, states, state, gaps=healed)
     (message,) = evaluation.messages
     assert message.kind is Kind.RECOVERY
     assert message.tags == ("alert",)
     assert "down for 42 min" in message.body
     assert "Gaps healed" in message.body
+    assert "2 streams from 2026-11-03 09:25:00 UTC" in message.body
     assert mark_sent(evaluation.state, message) == LadderState()
-    not_healed = evaluate(T0 + 45 * MIN, CONFIG, states, state, gaps_healed=False)
-    assert "--repair" in not_healed.messages[0].body
+    missing = OutageGaps(T0 - 35 * MIN, checked=2, missing=((BTC, 3),))
+    not_healed = evaluate(T0 + 45 * MIN, CONFIG, states, state, gaps=missing)
+    body = not_healed.messages[0].body
+    assert "Gaps NOT healed: 3 candles" in body
+    assert "(BTCUSDT 15m: 3)" in body
+    assert "`ost gaps --interval all --start 2026-11-03T09:25:00Z --repair`" in body
+    unknown = evaluate(T0 + 45 * MIN, CONFIG, states, state).messages[0].body
+    assert "Gaps not checked" in unknown
+
+
+def test_recovery_names_streams_whose_gaps_could_not_be_checked() -> None:
+    """A stream the gap check could not read is named, with why, and the command to check it."""
+    state = LadderState(Level.ALERT, T0, frozenset({Kind.ALERT}))
+    states = {BTC: healthy(BTC, T0 + 42 * MIN), ETH: healthy(ETH, T0 + 40 * MIN)}
+    gaps = OutageGaps(T0 - 35 * MIN, checked=2, unchecked=((ETH, "no candle stored"),))
+    (message,) = evaluate(T0 + 45 * MIN, CONFIG, states, state, gaps=gaps).messages
+    assert "Gaps healed" not in message.body
+    assert "Gaps not checked for 1 streams (ETHUSDT 15m: no candle stored)" in message.body
 
 
 def test_recovery_after_escalation_goes_to_both_tags() -> None:
@@ -203,6 +244,7 @@ def test_ladder_state_survives_the_ledger_record() -> None:
 def test_human_durations() -> None:
     """Durations read naturally at every scale."""
     assert human_duration(dt.timedelta(seconds=16.7)) == "16 s"
+    assert human_duration(dt.timedelta(seconds=65)) == "1 min 5 s"
     assert human_duration(31 * MIN) == "31 min"
     assert human_duration(65 * MIN) == "1 h 5 min"
     assert human_duration(dt.timedelta(days=2, hours=3)) == "2 d 3 h"
@@ -234,7 +276,15 @@ def test_each_level_notified_at_most_once_per_outage(
             ledger_state = healthy(BTC, now)
         elif event == "fail":
             since = ledger_state.failing_since or now
-            ledger_state = StreamState(*BTC, T0, ledger_state.last_success_at, now, since, "x")
+            ledger_state = StreamState(
+                *BTC,
+                T0,
+                ledger_state.last_success_at,
+                now,
+                since,
+                "x",
+                last_open_ms=ledger_state.last_open_ms,
+            )
         evaluation = evaluate(now, config, {BTC: ledger_state}, state)
         state = evaluation.state
         for message in evaluation.messages if delivery_works else ():
@@ -254,3 +304,121 @@ def _split_outages(delivered: list[Kind]) -> list[list[Kind]]:
         else:
             outages[-1].append(kind)
     return outages
+
+
+# ---- freshness and the silent stall ------------------------------------------------------------
+
+
+def at(text: str) -> dt.datetime:
+    """An ISO time, UTC."""
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+
+
+def test_freshness_of_a_one_minute_stream() -> None:
+    """Newest 10:00 at 10:03:30: lag 2 min 30 s, 2 candles behind; stale from 10:02 + grace."""
+    newest = ms(at("2026-11-03T10:00:00"))
+    fresh = freshness(at("2026-11-03T10:03:30"), "1m", newest, GRACE)
+    assert fresh.newest_close == at("2026-11-03T10:01:00")
+    assert fresh.expected_open == at("2026-11-03T10:02:00")
+    assert fresh.lag == 2 * MIN + 30 * SEC
+    assert fresh.behind == 2
+    assert fresh.stale_after == 21 * MIN
+    assert fresh.stale_since == at("2026-11-03T10:22:00")
+    assert not fresh.stale
+    assert not freshness(at("2026-11-03T10:21:59"), "1m", newest, GRACE).stale
+    assert freshness(at("2026-11-03T10:22:00"), "1m", newest, GRACE).stale
+
+
+def test_daily_weekly_and_monthly_streams_are_not_stale_for_being_behind_now() -> None:
+    """1d, 1w and 1M streams far behind now are fresh while their newest closed candle is stored."""
+    daily = freshness(at("2026-11-03T23:00:00"), "1d", ms(at("2026-11-02T00:00:00")), GRACE)
+    assert (daily.lag, daily.behind, daily.stale) == (23 * 60 * MIN, 0, False)
+    assert daily.stale_since == at("2026-11-04T00:20:00")
+    weekly_newest = ms(at("2026-10-26T00:00:00"))  # a Monday: the week closes 2026-11-02 00:00
+    weekly = freshness(at("2026-11-08T12:00:00"), "1w", weekly_newest, GRACE)
+    assert (weekly.behind, weekly.stale) == (0, False)
+    assert weekly.stale_since == at("2026-11-09T00:20:00")
+    monthly = freshness(at("2026-11-15T00:00:00"), "1M", ms(at("2026-10-01T00:00:00")), GRACE)
+    assert monthly.lag == dt.timedelta(days=14)
+    assert (monthly.behind, monthly.stale) == (0, False)
+    assert monthly.stale_after == dt.timedelta(days=30) + GRACE  # November has 30 days
+    assert monthly.stale_since == at("2026-12-01T00:20:00")
+    late = freshness(at("2026-12-01T00:20:00"), "1M", ms(at("2026-10-01T00:00:00")), GRACE)
+    assert (late.behind, late.stale) == (1, True)
+
+
+def test_a_stream_with_nothing_stored_is_stale_after_the_grace() -> None:
+    """No candle at all: stale from the ledger's first sighting plus the grace; lag unknown."""
+    empty = freshness(T0 + 20 * MIN, "15m", None, GRACE, known_since=T0)
+    assert (empty.stale, empty.stale_since, empty.lag, empty.behind) == (
+        True,
+        T0 + GRACE,
+        None,
+        None,
+    )
+    assert not freshness(T0 + 19 * MIN, "15m", None, GRACE, known_since=T0).stale
+
+
+def stalled(stream: tuple[str, str], newest_open: dt.datetime, now: dt.datetime) -> StreamState:
+    """Runs keep succeeding (the last one 2 minutes ago) but the newest candle stays put."""
+    return StreamState(
+        *stream,
+        known_since=T0 - 60 * MIN,
+        last_success_at=now - 2 * MIN,
+        last_attempt_at=now - 2 * MIN,
+        last_open_ms=ms(newest_open),
+    )
+
+
+def test_silent_stall_is_an_outage_timed_from_when_it_went_stale() -> None:
+    """Runs say ok, candles stop at 09:45: stale at 10:00 + 20 min; alert 30 min later, once."""
+    config = LadderConfig(streams=(BTC,))
+    newest = T0 - 15 * MIN  # the 09:45 candle closes at 10:00; the 10:00 one should close 10:15
+    stale_since = T0 + 15 * MIN + GRACE
+    quiet = stream_health(stale_since - SEC, config, stalled(BTC, newest, stale_since - SEC))
+    assert (quiet.down_since, quiet.condition) == (None, Condition.OK)
+    seen = stream_health(stale_since + SEC, config, stalled(BTC, newest, stale_since + SEC))
+    assert (seen.down_since, seen.condition, seen.level) == (stale_since, Condition.STALE, 0)
+    state = LadderState()
+    sent: list[tuple[dt.timedelta, Kind]] = []
+    for minute in range(0, 90):
+        now = stale_since + minute * MIN
+        state, messages = step(now, config, {BTC: stalled(BTC, newest, now)}, state)
+        sent += [(now - stale_since, message.kind) for message in messages]
+        if minute == 30:
+            assert "BTCUSDT 15m: stale since 2026-11-03 10:35:00 UTC" in messages[0].body
+            assert (
+                "newest candle closed 2026-11-03 10:00:00 UTC (lag 1 h 5 min)" in messages[0].body
+            )
+    assert sent == [(30 * MIN, Kind.ALERT), (60 * MIN, Kind.ESCALATE)]
+    caught_up = stale_since + 95 * MIN
+    fresh = healthy(BTC, caught_up)
+    state, messages = step(caught_up, config, {BTC: fresh}, state)
+    assert [message.kind for message in messages] == [Kind.RECOVERY]
+    assert step(caught_up + MIN, config, {BTC: fresh}, state)[1] == ()
+
+
+def test_failing_overdue_and_stale_conditions() -> None:
+    """The condition is the first of failing, overdue, stale that applies, else ok."""
+    now = T0 + 50 * MIN
+    assert stream_health(now, CONFIG, healthy(BTC, now)).condition is Condition.OK
+    assert stream_health(now, CONFIG, failing(BTC, T0, now)).condition is Condition.FAILING
+    worker_down = healthy(BTC, T0)  # nothing ran for 50 minutes: overdue and stale
+    health = stream_health(now, CONFIG, worker_down)
+    assert (health.condition, health.overdue, health.stale) == (Condition.OVERDUE, True, True)
+
+
+def test_messages_state_the_real_duration_and_the_thresholds_in_force() -> None:
+    """With thresholds of 1/2/3 min, a 3 min 10 s outage says so, never '30-60 min'."""
+    config = LadderConfig(streams=(BTC,), thresholds=Thresholds(1 * MIN, 2 * MIN, 3 * MIN))
+    now = T0 + 3 * MIN + 10 * SEC
+    alert, escalate = evaluate(now, config, {BTC: failing(BTC, T0, now)}, LadderState()).messages
+    assert alert.title == "ost-ingest ALERT: Binance ingestion down for 3 min 10 s"
+    assert "Level alert: down for at least 2 min (monitor after 1 min, alert after 2 min," in (
+        alert.body
+    )
+    assert "Level escalate: down for at least 3 min" in escalate.body
+    for message in (alert, escalate):
+        assert "has been down for 3 min 10 s, since 2026-11-03 10:00:00 UTC" in message.body
+        assert "60 min" not in message.body
+        assert "30-60" not in message.body

@@ -37,9 +37,21 @@ def failure(symbol: str, interval: str) -> StreamOutcome:
     return StreamOutcome(symbol, interval, False, 0, None, 1.0, "unavailable", "all URLs failed")
 
 
-def success(symbol: str, interval: str, written: int = 4) -> StreamOutcome:
-    """A successful ingestion of one stream; its last candle opened at 2023-11-14 22:13 UTC."""
-    return StreamOutcome(symbol, interval, True, written, 1_700_000_000_000, 1.0)
+INTERVAL_S = {"15m": 15 * 60, "1h": 60 * 60}
+
+
+def newest_closed_ms(interval: str, at: dt.datetime) -> int:
+    """Open time (ms) of the newest candle of ``interval`` closed at ``at``."""
+    step = INTERVAL_S[interval]
+    return (int(at.timestamp()) // step * step - step) * 1000
+
+
+def success(
+    symbol: str, interval: str, written: int = 4, at: dt.datetime | None = None
+) -> StreamOutcome:
+    """A successful ingestion of one stream at ``at`` (default now): every closed candle stored."""
+    newest = newest_closed_ms(interval, at or dt.datetime.now(dt.UTC))
+    return StreamOutcome(symbol, interval, True, written, newest, 1.0)
 
 
 def registry_at(ledger: Ledger, now: dt.datetime) -> CollectorRegistry:
@@ -89,14 +101,14 @@ def test_counters_come_from_the_ledger(ledger: Ledger) -> None:
 
 def test_timestamps_are_set_by_success_only(ledger: Ledger) -> None:
     """The last-ingestion time is the last success; a failure only moves the last attempt."""
-    ledger.record_outcome(success(*BTC), T0)
+    ledger.record_outcome(success(*BTC, at=T0), T0)
     ledger.record_outcome(failure(*BTC), T0 + MIN)
     ledger.record_outcome(failure(*ETH), T0 + MIN)
     value = registry_at(ledger, T0 + 2 * MIN).get_sample_value
     btc = {"symbol": "BTCUSDT", "interval": "15m"}
     assert value("ost_last_ingestion_timestamp_seconds", btc) == T0.timestamp()
     assert value("ost_last_attempt_timestamp_seconds", btc) == (T0 + MIN).timestamp()
-    assert value("ost_last_candle_open_time_seconds", btc) == 1_700_000_000
+    assert value("ost_last_candle_open_time_seconds", btc) == (T0 - 15 * MIN).timestamp()
     eth = {"symbol": "ETHUSDT", "interval": "1h"}
     assert value("ost_last_ingestion_timestamp_seconds", eth) is None
     assert value("ost_failing_since_seconds", eth) == (T0 + MIN).timestamp()
@@ -104,11 +116,11 @@ def test_timestamps_are_set_by_success_only(ledger: Ledger) -> None:
 
 def test_escalation_level_follows_the_outage(ledger: Ledger) -> None:
     """The level gauge reads 0, 1, 2, 3 as the failure ages past 15, 30 and 60 minutes."""
-    ledger.record_outcome(success(*ETH), T0)
+    ledger.record_outcome(success(*ETH, at=T0), T0)
     ledger.record_outcome(failure(*BTC), T0)
     for minutes, level in ((5, 0), (16, 1), (31, 2), (61, 3)):
         now = T0 + minutes * MIN
-        ledger.record_outcome(success(*ETH), now)
+        ledger.record_outcome(success(*ETH, at=now), now)
         value = registry_at(ledger, now).get_sample_value
         assert value("ost_escalation_level") == level
         assert (

@@ -136,15 +136,18 @@ def test_rules_use_only_exported_metrics(exported_metrics: set[str]) -> None:
 
 
 def test_rules_cover_failures_and_both_staleness_levels() -> None:
-    """The required alerts exist, with their severities and thresholds."""
+    """The required alerts exist, with their severities and thresholds; staleness is on the lag."""
     rules = {rule["alert"]: rule for rule in alerting_rules()}
     assert "ost_ingestion_failures_total" in rules["OstIngestionFailuresRising"]["expr"]
     assert rules["OstIngestionFailuresRising"]["labels"]["severity"] == "warning"
     stale, critical = rules["OstIngestionStale"], rules["OstIngestionStaleCritical"]
-    assert "time() - ost_last_ingestion_timestamp_seconds" in stale["expr"]
+    for rule in (stale, critical):
+        assert "ost_stream_lag_seconds - ost_stream_stale_after_seconds" in rule["expr"]
     assert stale["expr"].rstrip().endswith("> 30 * 60")
     assert critical["expr"].rstrip().endswith("> 60 * 60")
     assert (stale["labels"]["severity"], critical["labels"]["severity"]) == ("warning", "critical")
+    used = " ".join(rule["expr"] for rule in alerting_rules())
+    assert "ost_last_ingestion_timestamp_seconds" not in used, "staleness is never the last run"
 
 
 def test_every_rule_links_an_existing_runbook_section() -> None:
@@ -193,7 +196,13 @@ def test_dashboard_is_valid_and_uses_only_exported_metrics(exported_metrics: set
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
     used = {name for expr in exprs for name in METRIC_RE.findall(expr)}
-    assert len(exprs) == len(dashboard["panels"]) >= 6
+    assert all(panel["targets"] for panel in dashboard["panels"])
+    assert len(dashboard["panels"]) >= 6
     assert used <= exported_metrics, f"not exported: {sorted(used - exported_metrics)}"
-    assert {"ost_escalation_level", "ost_last_ingestion_timestamp_seconds"} <= used
+    assert {
+        "ost_escalation_level",
+        "ost_last_ingestion_timestamp_seconds",
+        "ost_stream_lag_seconds",
+        "ost_stream_stale_after_seconds",
+    } <= used
     assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])

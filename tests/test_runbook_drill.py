@@ -1,15 +1,20 @@
 """The runbook's drill (docs/runbooks/binance-caido.md, "Simulacro"), run as an operator would.
 
-Every line of the section's ```` ```bash simulacro ```` blocks is executed in order, against the
-session's Binance simulator and a temporary data dir:
+Every line of the section's ```` ```bash simulacro ```` blocks is executed in order, as written
+(the same thresholds, the same ``sleep``), against the session's Binance simulator, a real local
+HTTP receiver of the apprise notifications, and temporary directories:
 
-* ``export``: applied to the environment of the later commands. The simulator's drill address
-  (``http://127.0.0.1:8900``) becomes the test simulator's URL, ``OST_DATA_DIR`` a temporary dir,
-  and the escalation thresholds are shortened further (seconds instead of minutes), so ``sleep N``
-  sleeps at most :data:`SLEEP_CAP_S`. ``PREFECT_API_URL`` is not set: no Prefect server here.
+* ``export``: applied to the environment of the later commands, with the drill's addresses
+  swapped for the test's: the simulator (``http://127.0.0.1:8900``) becomes the test simulator's
+  URL, the receiver (``json://127.0.0.1:8999/...``) the test's receiver, ``OST_DATA_DIR`` and
+  ``PREFECT_HOME`` temporary dirs. ``PREFECT_API_URL`` is not set: no Prefect server here.
 * ``ost ...`` / ``uv run ost ...``: ``python -m ost.cli ...`` as a subprocess; its exit status must
-  be the one the runbook promises in a ``# ⇒ exit N`` comment (0 when it promises none), and the
-  output of ``--json`` must be JSON.
+  be the one the runbook promises in a ``# ⇒ exit N`` comment (0 when it promises none), its
+  output must start with the text of a ``# ⇒ exit N: "text"`` comment, and the output of
+  ``--json`` must be JSON.
+* ``python -m alerts.receiver ...`` (the drill's receiver terminal): validated with ``--help``;
+  the test's own receiver (:mod:`apprise_receiver`) takes its place and is the evidence: the
+  alert, the escalation and the recovery each arrive there exactly once.
 * Commands that need the Prefect server (``ost up``, ``ost schedule ...``, ``prefect deployment
   run ...``) are only *validated*: the ``ost`` ones with ``--help`` (click rejects an unknown
   command or option), the ``prefect`` ones against prefect.yaml and the flow's parameters. Running
@@ -25,11 +30,12 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import datetime as dt
+import itertools
 import json
 import os
 import re
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -41,6 +47,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from apprise_receiver import Receiver
+from processes import Processes
 from typer.testing import CliRunner
 
 from ost.cli import app
@@ -54,15 +62,24 @@ RUNBOOK = ROOT / "docs" / "runbooks" / "binance-caido.md"
 SECTION = "## Simulacro"
 FENCE_INFO = "bash simulacro"
 DRILL_SIM_URL = "http://127.0.0.1:8900"
+#: Where the drill's receiver listens (``python -m alerts.receiver --port 8999``).
+DRILL_APPRISE_PREFIX = "json://127.0.0.1:8999/"
+#: Where the drill's own dirs live (only compared with the runbook's text, never written to).
+DRILL_DIR = "/tmp/ost-simulacro/"  # noqa: S108  # the runbook's path, never opened by the test
+#: The dirs of the dev stack, which the drill must not share.
+DEV_DIRS = ("./data", "./.prefect", "data", ".prefect")
 METRICS_URL_RE = re.compile(r"^http://(?:127\.0\.0\.1|localhost):8000(/.*)$")
 EXPECT_RE = re.compile(r"⇒\s*exit\s+(\d+)")
-#: The drill's thresholds, shortened: the runbook's `sleep` reaches "escalate" within the cap.
+OUTPUT_RE = re.compile(r'⇒\s*exit\s+\d+:\s*"([^"]+)"')
+DURATION_RE = re.compile(r"down for (?:(\d+) min )?(\d+) s\b")
+#: Thresholds of the tests below that do not follow the runbook: seconds, not its 15/30/60 s.
 THRESHOLDS = {
     "OST_ESCALATION_MONITOR_AFTER": "1s",
     "OST_ESCALATION_ALERT_AFTER": "2s",
     "OST_ESCALATION_ESCALATE_AFTER": "3s",
 }
-SLEEP_CAP_S = 3.5
+#: A wait past the escalate threshold of THRESHOLDS.
+ESCALATE_WAIT_S = 3.5
 #: `ost` commands that need a Prefect server: validated with --help, not run.
 NEEDS_PREFECT = ("up", "schedule")
 COMMAND_TIMEOUT_S = 60
@@ -76,6 +93,8 @@ class DrillLine:
     text: str
     argv: list[str]
     expected_exit: int
+    #: The text the output must start with (``# ⇒ exit N: "text"``), if the runbook says one.
+    expected_output: str | None = None
 
     def __str__(self) -> str:
         return f"runbook line {self.lineno}: {self.text}"
@@ -104,8 +123,17 @@ def drill_lines(markdown: str) -> list[DrillLine]:
         text = pending + stripped
         pending = ""
         expected = EXPECT_RE.search(text)
+        output = OUTPUT_RE.search(text)
         argv = shlex.split(text, comments=True)
-        commands.append(DrillLine(pending_no, text, argv, int(expected[1]) if expected else 0))
+        commands.append(
+            DrillLine(
+                pending_no,
+                text,
+                argv,
+                int(expected[1]) if expected else 0,
+                output[1] if output else None,
+            )
+        )
     return commands
 
 
@@ -169,12 +197,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def base_env(data_dir: Path) -> dict[str, str]:
-    """The drill's starting environment: none of the caller's OST_* or Prefect server."""
+def operator_env(data_dir: Path) -> dict[str, str]:
+    """The operator's configuration before the drill's exports: no OST_*, Prefect or target.
+
+    Only the streams and a short request timeout are the operator's own (a faster outage).
+    """
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("OST_", "PREFECT_API_URL"))
+        if not key.startswith(("OST_", "PREFECT_API_URL", "PREFECT_HOME"))
     }
     env.update(
         {
@@ -185,10 +216,14 @@ def base_env(data_dir: Path) -> dict[str, str]:
             "OST_MAX_ATTEMPTS": "2",
             "OST_INITIAL_LOOKBACK_DAYS": "7",
             "DO_NOT_TRACK": "1",
-            **THRESHOLDS,
         }
     )
     return env
+
+
+def base_env(data_dir: Path) -> dict[str, str]:
+    """The operator's configuration, thresholds shortened to seconds (:data:`THRESHOLDS`)."""
+    return {**operator_env(data_dir), **THRESHOLDS}
 
 
 def run_ost(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -197,29 +232,29 @@ def run_ost(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
 
 
 def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """A subprocess in the project dir, to completion, with its output captured."""
-    return subprocess.run(
-        argv,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT_S,
-        check=False,
-    )
+    """A subprocess in the project dir, to completion, its output captured, its group killed."""
+    with Processes() as processes:
+        return processes.run(argv, env=env, cwd=ROOT, timeout=COMMAND_TIMEOUT_S)
 
 
 @dataclass
 class Drill:
-    """Runs drill lines against the test's simulator, data dir and metrics server."""
+    """Runs drill lines against the test's simulator, receiver, dirs and metrics server."""
 
     sim: SimHandle
+    receiver: Receiver
+    processes: Processes
     data_dir: Path
+    prefect_home: Path
     env: dict[str, str]
     metrics: subprocess.Popen[bytes] | None = None
     metrics_url: str = ""
     ran: list[str] = field(default_factory=list)
     validated: list[str] = field(default_factory=list)
+    #: The value the runbook gave each exported variable, as written.
+    exported: dict[str, str] = field(default_factory=dict)
+    #: What each ``--json`` command printed, parsed, by line number.
+    outputs: dict[int, object] = field(default_factory=dict)
 
     def execute(self, line: DrillLine) -> None:
         """Run (or validate) one drill line and check what the runbook promises of it."""
@@ -238,17 +273,25 @@ class Drill:
         handler(argv, line)
 
     def export(self, argv: list[str], line: DrillLine) -> None:
-        """``export NAME=VALUE ...``, adapted to the test's simulator and data dir."""
+        """``export NAME=VALUE ...``, with the drill's addresses and dirs swapped for the test's."""
         for assignment in argv[1:]:
             name, equals, value = assignment.partition("=")
             assert equals, f"{line}: {assignment!r} is not NAME=VALUE"
+            self.exported[name] = value
             if name == "PREFECT_API_URL":
                 self.validated.append("export PREFECT_API_URL")
-            elif name == "OST_DATA_DIR":
-                self.env[name] = str(self.data_dir)
-            elif name in THRESHOLDS:
-                assert parse_duration(value).total_seconds() > 0, f"{line}: bad duration"
+            elif name in {"OST_DATA_DIR", "PREFECT_HOME"}:
+                assert value.startswith(DRILL_DIR), f"{line}: a dir of its own"
+                assert value not in DEV_DIRS, f"{line}: the dev stack's {value}"
+                self.env[name] = str(self.data_dir if name == "OST_DATA_DIR" else self.prefect_home)
+            elif name == "OST_APPRISE_URLS":
+                assert value.startswith(DRILL_APPRISE_PREFIX), f"{line}: not the drill's receiver"
+                self.env[name] = value.replace(
+                    DRILL_APPRISE_PREFIX, f"json://127.0.0.1:{self.receiver.port}/"
+                )
             else:
+                if name.startswith("OST_ESCALATION_"):
+                    assert parse_duration(value).total_seconds() > 0, f"{line}: bad duration"
                 self.env[name] = value.replace(DRILL_SIM_URL, self.sim.url)
 
     def ost(self, argv: list[str], line: DrillLine) -> None:
@@ -266,8 +309,12 @@ class Drill:
             f"{line}: exit {result.returncode}, the runbook says {line.expected_exit}\n"
             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         )
+        if line.expected_output is not None:
+            assert result.stdout.startswith(line.expected_output), (
+                f"{line}: printed {result.stdout[:300]!r}"
+            )
         if "--json" in argv:
-            json.loads(result.stdout)
+            self.outputs[line.lineno] = json.loads(result.stdout)
         self.ran.append(" ".join(argv[:2]))
 
     def prefect(self, argv: list[str], line: DrillLine) -> None:
@@ -331,17 +378,25 @@ class Drill:
         self.ran.append(f"curl {method} {url}")
 
     def python(self, argv: list[str], line: DrillLine) -> None:
-        """``python ...`` with the test's interpreter (the project's environment)."""
+        """``python ...`` with the test's interpreter; the drill's receiver is only validated."""
+        if argv[1:3] == ["-m", "alerts.receiver"]:
+            result = run([sys.executable, "-m", "alerts.receiver", "--help"], self.env)
+            assert result.returncode == 0, f"{line}: {result.stderr[-3000:]}"
+            assert argv[3:] == ["--port", DRILL_APPRISE_PREFIX.split(":")[2].rstrip("/")], (
+                f"{line}: the receiver must listen where OST_APPRISE_URLS points"
+            )
+            self.validated.append("python -m alerts.receiver")
+            return
         result = run([sys.executable, *argv[1:]], self.env)
         assert result.returncode == line.expected_exit, f"{line}: {result.stderr[-3000:]}"
         assert result.stdout.strip(), f"{line}: printed nothing"
         self.ran.append("python")
 
     def sleep(self, argv: list[str], line: DrillLine) -> None:
-        """``sleep N``: the thresholds are shortened, so the sleep is too."""
+        """``sleep N``, as written: the runbook's thresholds are seconds."""
         seconds = float(argv[1])
         assert seconds > 0, f"{line}: sleep what?"
-        time.sleep(min(seconds, SLEEP_CAP_S))
+        time.sleep(seconds)
         self.ran.append("sleep")
 
     def metrics_server(self) -> str:
@@ -349,28 +404,16 @@ class Drill:
         if self.metrics is None:
             port = free_port()
             env = {**self.env, "OST_METRICS_HOST": "127.0.0.1", "OST_METRICS_PORT": str(port)}
-            self.metrics = subprocess.Popen(
+            self.metrics = self.processes.start(
                 [sys.executable, "-m", "ost.cli", "metrics"],
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                start_new_session=True,
             )
             self.metrics_url = f"http://127.0.0.1:{port}"
             wait_until_healthy(self.metrics_url, self.metrics)
         return self.metrics_url
-
-    def stop(self) -> None:
-        """Stop the metrics server this drill started, by its PID."""
-        if self.metrics is None or self.metrics.poll() is not None:
-            return
-        self.metrics.send_signal(signal.SIGTERM)
-        try:
-            self.metrics.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.metrics.kill()
-            self.metrics.wait(timeout=10)
 
 
 def wait_until_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
@@ -386,14 +429,24 @@ def wait_until_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: fl
 
 
 @pytest.fixture
-def drill(sim: SimHandle, tmp_path: Path) -> Iterator[Drill]:
-    """A drill runner on the session's simulator; stops its metrics server and lifts faults."""
-    runner = Drill(sim, tmp_path / "data", base_env(tmp_path / "data"))
-    try:
-        yield runner
-    finally:
-        runner.stop()
-        sim.clear_faults()
+def drill(sim: SimHandle, tmp_path: Path, processes: Processes) -> Iterator[Drill]:
+    """A drill runner on the session's simulator and a receiver; lifts faults at the end.
+
+    Its metrics server is one of the test's ``processes``: its group is killed with the test.
+    """
+    with Receiver() as receiver:
+        runner = Drill(
+            sim,
+            receiver,
+            processes,
+            tmp_path / "data",
+            tmp_path / "prefect",
+            operator_env(tmp_path / "data"),
+        )
+        try:
+            yield runner
+        finally:
+            sim.clear_faults()
 
 
 def test_drill_section_is_found_and_covers_the_runbook() -> None:
@@ -420,6 +473,45 @@ def test_drill_section_is_found_and_covers_the_runbook() -> None:
     assert any("/_sim/faults" in line.text and "DELETE" in line.text for line in lines)
 
 
+def terminal_exports(lines: list[DrillLine]) -> tuple[dict[str, str], dict[str, str]]:
+    """The variables exported before ``ost up`` (terminal 1) and right after it (terminal 2)."""
+    up = next(i for i, line in enumerate(lines) if line.argv[2:4] == ["ost", "up"])
+    after = list(itertools.takewhile(lambda line: line.argv[0] == "export", lines[up + 1 :]))
+    return exports(lines[:up]), exports(after)
+
+
+def exports(lines: list[DrillLine]) -> dict[str, str]:
+    """NAME -> VALUE of the ``export`` lines among ``lines``."""
+    found: dict[str, str] = {}
+    for line in lines:
+        if line.argv[0] == "export":
+            for word in line.argv[1:]:
+                name, _, value = word.partition("=")
+                found[name] = value
+    return found
+
+
+def test_both_terminals_carry_the_target_and_dirs_of_their_own() -> None:
+    """Terminals 1 and 2 export the same apprise target, PREFECT_HOME, data dir and thresholds."""
+    first, second = terminal_exports(drill_lines(RUNBOOK.read_text(encoding="utf-8")))
+    shared = (
+        "OST_APPRISE_URLS",
+        "PREFECT_HOME",
+        "OST_DATA_DIR",
+        "OST_ESCALATION_MONITOR_AFTER",
+        "OST_ESCALATION_ALERT_AFTER",
+        "OST_ESCALATION_ESCALATE_AFTER",
+    )
+    for name in shared:
+        assert name in first, f"terminal 1 does not export {name}"
+        assert second.get(name) == first[name], f"terminal 2's {name} is not terminal 1's"
+    assert first["OST_APPRISE_URLS"].startswith(DRILL_APPRISE_PREFIX)
+    for name in ("PREFECT_HOME", "OST_DATA_DIR"):
+        assert first[name].startswith(DRILL_DIR), first[name]
+    assert first["PREFECT_HOME"] != first["OST_DATA_DIR"]
+    assert second["OST_BINANCE_BASE_URLS"] == DRILL_SIM_URL
+
+
 def test_every_command_of_the_runbook_exists() -> None:
     """Every `ost` command and option, and every `prefect deployment run`, in the runbook exists."""
     commands = runbook_commands(RUNBOOK.read_text(encoding="utf-8"))
@@ -438,19 +530,42 @@ def test_every_command_of_the_runbook_exists() -> None:
         assert keys <= set(deployments[name]), f"{' '.join(argv)}: unknown parameter"
 
 
+@pytest.mark.timeout(900)  # the whole runbook with its sleeps: minutes on a busy machine
 def test_drill_runs_as_the_runbook_says(drill: Drill) -> None:
-    """Every drill command runs (or validates) and exits with the status the runbook promises."""
+    """The drill as written: every promise kept; alert, escalation and recovery arrive once each."""
     lines = drill_lines(RUNBOOK.read_text(encoding="utf-8"))
-    started = time.monotonic()
     for line in lines:
         drill.execute(line)
-    assert time.monotonic() - started < 90
     assert {"ost ping", "ost ingest", "ost backfill", "ost gaps", "ost watchdog"} <= set(drill.ran)
-    assert "ost schedule pause" in drill.validated
+    assert {"ost schedule pause", "python -m alerts.receiver"} <= set(drill.validated)
     assert "prefect deployment run backfill/manual" in drill.validated
-    stats = drill.sim.stats()
-    assert stats, "the simulator saw no request"
+    assert drill.sim.stats(), "the simulator saw no request"
     assert any((drill.data_dir / "klines").rglob("*.parquet")), "the drill stored no candle"
+
+    receiver = drill.receiver
+    assert receiver.types() == ["info", "warning", "failure", "success"], receiver.titles()
+    _test, alert, escalate, recovery = receiver.posts
+    assert all(post.path == "/simulacro" for post in receiver.posts)
+    # The outage began at the first failure that step 3's `ost status --json` shows: the texts
+    # state its real length (measured here by the receiver's clock, sending takes a few seconds).
+    status = next(
+        drill.outputs[line.lineno]
+        for line in lines
+        if line.argv[2:5] == ["ost", "status", "--json"]
+    )
+    assert isinstance(status, dict)
+    began = min(dt.datetime.fromisoformat(s["failing_since"]) for s in status["streams"])
+    for post, level in ((alert, "alert"), (escalate, "escalate")):
+        said = DURATION_RE.search(post.body["title"])
+        assert said, post.body["title"]
+        stated = dt.timedelta(minutes=int(said[1] or 0), seconds=int(said[2]))
+        lasted = dt.datetime.fromtimestamp(post.wall, dt.UTC) - began
+        assert dt.timedelta(0) <= lasted - stated <= dt.timedelta(seconds=10), (stated, lasted)
+        assert f"Level {level}: down for at least" in post.body["message"]
+        assert "30-60 min" not in post.body["message"]
+    assert "alert after 10 s, escalate after 40 s" in alert.body["message"]
+    assert "Gaps healed: the store has every candle of the outage" in recovery.body["message"]
+    assert "RECOVERED" in recovery.body["title"]
 
 
 def test_manual_ingest_moves_status_and_the_ladder(sim: SimHandle, tmp_path: Path) -> None:
@@ -464,7 +579,7 @@ def test_manual_ingest_moves_status_and_the_ladder(sim: SimHandle, tmp_path: Pat
         report = json.loads(run_ost(["status", "--json"], env).stdout)
         assert all(stream["failing_since"] for stream in report["streams"]), report
         assert {stream["last_reason"] for stream in report["streams"]} == {"unavailable"}
-        time.sleep(SLEEP_CAP_S)
+        time.sleep(ESCALATE_WAIT_S)
         assert run_ost(["watchdog"], env).stdout.startswith("level: escalate")
         sim.clear_faults()
         assert run_ost(["ingest"], env).returncode == 0
