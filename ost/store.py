@@ -5,6 +5,7 @@ Layout (``root`` is ``OST_DATA_DIR``, a local path or an fsspec URL)::
     <root>/klines/symbol=<SYMBOL>/interval=<INTERVAL>/period=<YYYY-MM-DD>/part.parquet
     <root>/locks/<SYMBOL>-<INTERVAL>.<0-15>.lock   (striped by partition date; local roots only,
                                                   remote roots lock in the temp dir)
+    <root>/quarantine/<YYYYMMDDTHHMMSS.ffffffZ>/klines/...   (files moved out of the dataset)
 
 ``period`` is the first day of the candle's time partition (:func:`ost.intervals.partition_start`:
 a day, a month or a year, see ``PARTITION_SPAN``). A file holds only the stored ``COLUMNS`` of
@@ -25,10 +26,22 @@ A process killed at any instant leaves either the old or the new ``part.parquet`
 stale temp file, which the next write into that directory removes. On a remote filesystem the
 file is written locally and uploaded with one ``put``, which object stores apply atomically.
 
+Healing (:meth:`CandleStore.healing`): a partition file that cannot be read, has another schema
+or holds rows it cannot hold raises :class:`~ost.errors.PartitionCorrupt`. Ingestion and backfill
+then :meth:`~CandleStore.quarantine` it: under the partition's lock, checked again, it is moved to
+``<root>/quarantine/<UTC stamp>/`` under its own relative path (outside ``klines/``, so readers of
+the dataset work again at once, and putting it back is one move), one warning line says so, and
+the caller fetches the partition's range again. A file beside ``part.parquet`` that a reader would
+read too (``part (copy).parquet``: pyarrow reads every file whose path has no component starting
+with ``.`` or ``_``, DuckDB's glob every ``*.parquet``) is quarantined by the next write into that
+directory, since readers would return its rows twice. ``ost verify`` (:mod:`ost.verify`) checks
+every file as pyarrow and DuckDB read it.
+
 The lock is taken per partition, so a long backfill and a 15-minute update of the same stream
 interleave. Readers take no lock: each file is parsed through one open handle, footer and rows
-alike, so a concurrent replace cannot mix two versions. An update of a few candles lists nothing
-and reads and writes only the newest partition, so its cost does not grow with the history.
+alike, so a concurrent replace cannot mix two versions. An update of a few candles lists only
+the directory of the newest partition and reads and writes only that partition, so its cost does
+not grow with the history.
 """
 
 from __future__ import annotations
@@ -38,13 +51,17 @@ import copy
 import datetime as dt
 import functools
 import hashlib
+import logging
 import os
 import posixpath
 import tempfile
+import threading
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Any, Final, TypeVar
 
 import fastparquet
 import filelock
@@ -54,29 +71,58 @@ import pandas as pd
 from fsspec.implementations.local import LocalFileSystem
 
 from ost import intervals, klines
-from ost.errors import BadInput, InvalidCandle, StoreCorrupt, StoreError
+from ost.errors import (
+    BadInput,
+    InvalidCandle,
+    PartitionCorrupt,
+    StoreCorrupt,
+    StoreError,
+    StreamLocked,
+)
 from ost.settings import load_settings
 
 __all__ = [
     "CandleStore",
+    "Location",
     "ParquetBackend",
+    "Quarantined",
     "TimeBound",
     "load_klines",
+    "locate",
     "partition_path",
+    "quarantine_path",
 ]
+
+log = logging.getLogger(__name__)
+Result = TypeVar("Result")
 
 #: A time bound of :meth:`CandleStore.load_klines`: epoch ms, a datetime or an ISO-8601 string
 #: (naive means UTC).
 TimeBound = int | str | dt.datetime | None
 
+KLINES_DIR: Final = "klines"
 PARTITION_FILE: Final = "part.parquet"
+QUARANTINE_DIR: Final = "quarantine"
+#: The directory of one quarantine move: its UTC time, to the microsecond (sorts in time order).
+QUARANTINE_STAMP: Final = "%Y%m%dT%H%M%S.%fZ"
+#: Quarantine records kept for :meth:`CandleStore.take_quarantined` (the oldest are dropped).
+QUARANTINE_LOG: Final = 10_000
+#: How much of a problem a quarantine line quotes.
+PROBLEM_CHARS: Final = 240
 TEMP_PREFIX: Final = ".part-"
 TEMP_SUFFIX: Final = ".tmp"
 COMPRESSION: Final = "ZSTD"
 #: Columns whose min/max go in the footer: the times that readers filter on (and that
 #: ``last_open_time`` reads). Statistics of every column cost a third of each write.
 STATISTICS_COLUMNS: Final = ("open_time", "close_time")
-DEFAULT_LOCK_TIMEOUT_S: Final = 600.0
+#: How long a writer waits for a partition's lock before its stream fails (that stream only).
+#: A holder keeps it for one partition's read-modify-write, well under a second even for a year
+#: of hourly candles; a lock held for a minute is a stuck process, not a busy one.
+DEFAULT_LOCK_TIMEOUT_S: Final = 60.0
+#: After this long a writer still waiting for a lock says so, naming the PID that holds it.
+LOCK_ANNOUNCE_AFTER_S: Final = 5.0
+#: How much of the holder's command line a lock message quotes.
+HOLDER_CHARS: Final = 120
 #: Lock files per stream; a partition takes the one its date falls on.
 LOCK_STRIPES: Final = 16
 
@@ -86,7 +132,7 @@ LOCK_STRIPES: Final = 16
 
 def klines_dir(root: str) -> str:
     """The hive dataset's directory under ``root`` (a filesystem path, not a URL)."""
-    return posixpath.join(root, "klines")
+    return posixpath.join(root, KLINES_DIR)
 
 
 def stream_dir(root: str, symbol: str, interval: str) -> str:
@@ -101,6 +147,87 @@ def partition_path(root: str, symbol: str, interval: str, period: dt.date) -> st
     return posixpath.join(
         stream_dir(root, symbol, interval), f"period={period.isoformat()}", PARTITION_FILE
     )
+
+
+def relative_path(root: str, path: str) -> str:
+    """``path``, a file of the store at ``root``, relative to ``root`` (``/``-separated)."""
+    prefix = root.rstrip("/") + "/"
+    if not path.startswith(prefix):
+        raise StoreError(f"{path} is not under the data dir {root}")
+    return path[len(prefix) :]
+
+
+def quarantine_path(root: str, path: str, at: dt.datetime, attempt: int = 0) -> str:
+    """Where the file ``path`` of the store at ``root`` goes when it is quarantined at ``at``.
+
+    ``<root>/quarantine/<UTC stamp>[-<attempt>]/<its path relative to root>``: outside
+    ``klines/``, so no reader of the dataset sees it, and putting it back is one move.
+    """
+    stamp = at.astimezone(dt.UTC).strftime(QUARANTINE_STAMP) + (f"-{attempt}" if attempt else "")
+    return posixpath.join(root, QUARANTINE_DIR, stamp, relative_path(root, path))
+
+
+def parse_quarantined(relative: str) -> tuple[dt.datetime, str] | None:
+    """(when, original path relative to the root) of a quarantined file, or None.
+
+    ``relative`` is the file's path relative to the root, as :func:`quarantine_path` builds it.
+    """
+    parts = relative.split("/", 2)
+    if len(parts) < 3 or parts[0] != QUARANTINE_DIR:
+        return None
+    try:
+        at = dt.datetime.strptime(parts[1].split("-")[0], QUARANTINE_STAMP)
+    except ValueError:
+        return None
+    return at.replace(tzinfo=dt.UTC), parts[2]
+
+
+@dataclass(frozen=True)
+class Location:
+    """What a path relative to the root is in the layout: the valid hive keys above it."""
+
+    symbol: str | None = None
+    interval: str | None = None
+    #: The partition directory's date, if it starts a partition of ``interval``.
+    period: dt.date | None = None
+    #: Whether it is the ``part.parquet`` of a valid partition directory.
+    is_partition_file: bool = False
+
+
+def locate(relative: str) -> Location:
+    """Where ``relative`` (a file's path relative to the root) sits in the layout of ``klines/``."""
+    parts = relative.split("/")
+    keys = parts[1:-1]  # the directories between klines/ and the file's name
+    if parts[0] != KLINES_DIR or not keys:
+        return Location()
+    symbol = _valid(intervals.check_symbol, _key_value(keys[0], "symbol"))
+    if symbol is None:
+        return Location()
+    interval = (
+        _valid(intervals.check_interval, _key_value(keys[1], "interval")) if keys[1:] else None
+    )
+    if interval is None:
+        return Location(symbol)
+    period = _period_of(keys[2]) if keys[2:] else None
+    if period is None or intervals.partition_start(interval, intervals.date_ms(period)) != period:
+        return Location(symbol, interval)
+    is_file = len(keys) == 3 and parts[-1] == PARTITION_FILE
+    return Location(symbol, interval, period, is_partition_file=is_file)
+
+
+def read_by_consumers(relative: str) -> bool:
+    """Whether pyarrow's dataset or DuckDB's ``**/*.parquet`` glob reads the file at ``relative``.
+
+    pyarrow reads every file below the dataset's directory whose path has no component starting
+    with ``.`` or ``_``; DuckDB's glob every ``*.parquet``, hidden or not (checked by a test).
+    """
+    parts = relative.split("/")
+    return parts[-1].endswith(".parquet") or not any(part.startswith((".", "_")) for part in parts)
+
+
+def is_temp(name: str) -> bool:
+    """Whether ``name`` is the name of a writer's temp file (see :func:`replace_atomically`)."""
+    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 
 
 def _key_value(name: str, key: str) -> str | None:
@@ -153,12 +280,17 @@ class ParquetBackend:
         frame: pd.DataFrame | None = self._parse(path, lambda parquet: parquet.to_pandas())
         return frame
 
-    def column_max(self, path: str, column: str) -> Any:
-        """The largest value of ``column`` from the file's footer statistics (None if absent)."""
-        maxima = self._parse(path, lambda parquet: parquet.statistics["max"].get(column))
-        if not maxima or any(value is None for value in maxima):
-            return None
-        return max(maxima)
+    def footer(self, path: str) -> Footer | None:
+        """The file's columns, dtypes, minima and maxima from its footer alone (None: no file)."""
+        footer: Footer | None = self._parse(
+            path,
+            lambda parquet: Footer(
+                {str(name): str(dtype) for name, dtype in parquet.dtypes.items()},
+                dict(parquet.statistics["min"]),
+                dict(parquet.statistics["max"]),
+            ),
+        )
+        return footer
 
     def _parse(self, path: str, use: Callable[[Any], Any]) -> Any:
         """``use(ParquetFile)`` on one open handle of ``path``; None if there is no such file.
@@ -188,6 +320,70 @@ class ParquetBackend:
             return []
         return sorted(posixpath.basename(str(entry).rstrip("/")) for entry in entries)
 
+    def list_files(self, directory: str) -> list[str]:
+        """The names of the files (not directories) in ``directory``, sorted."""
+        try:
+            entries = self.fs.ls(directory, detail=True)
+        except FileNotFoundError:
+            return []
+        return sorted(
+            posixpath.basename(str(entry["name"]).rstrip("/"))
+            for entry in entries
+            if entry.get("type") == "file"
+        )
+
+    def find(self, directory: str) -> list[str]:
+        """Every file below ``directory`` (hidden ones too), as full paths, sorted."""
+        try:
+            return sorted(str(path) for path in self.fs.find(directory, withdirs=False))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:  # no permission, an I/O error
+            raise StoreError(f"cannot list {directory}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def open_input(self, path: str) -> Iterator[IO[bytes]]:
+        """``path`` open for reading, as bytes (for a reader such as pyarrow)."""
+        with self.fs.open(path, "rb") as handle:
+            yield handle
+
+    def url_of(self, path: str) -> str:
+        """``path`` as a reader that speaks fsspec opens it: a local path, or a URL."""
+        return path if self.is_local else str(self.fs.unstrip_protocol(path))
+
+    def move(self, path: str, destination: str) -> None:
+        """Move the file ``path`` to ``destination`` (a new name), creating its directories.
+
+        On a local root it is one ``os.replace``, with both directories fsynced: a crash leaves
+        the file at one of the two names. Elsewhere it is the filesystem's move (an object
+        store's copy, then delete: a crash may leave it at both).
+        """
+        try:
+            if self.is_local:
+                _make_dirs_durably(os.path.dirname(destination))
+                os.replace(path, destination)
+                _fsync_dir(os.path.dirname(destination))
+                _fsync_dir(os.path.dirname(path))
+            else:
+                self.fs.makedirs(posixpath.dirname(destination), exist_ok=True)
+                self.fs.mv(path, destination)
+        except OSError as exc:
+            raise StoreError(f"cannot move {path} to {destination}: {exc}") from exc
+
+    def remove(self, path: str) -> None:
+        """Remove the file ``path`` (gone already is fine)."""
+        try:
+            if self.is_local:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+                _fsync_dir(os.path.dirname(path))
+            else:
+                self.fs.rm_file(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StoreError(f"cannot remove {path}: {exc}") from exc
+
     def write(self, path: str, frame: pd.DataFrame) -> None:
         """Replace ``path`` with ``frame`` atomically: readers see the old file or the new one."""
         try:
@@ -207,6 +403,29 @@ class ParquetBackend:
             _write_parquet(temp, frame)
             self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
             self.fs.put_file(temp, path)
+
+
+@dataclass(frozen=True)
+class Footer:
+    """What a Parquet file's footer says: its columns with pandas dtypes, column minima, maxima."""
+
+    dtypes: dict[str, str]
+    minima: dict[str, list[Any]]
+    maxima: dict[str, list[Any]]
+
+    def min(self, column: str) -> Any:
+        """The smallest value of ``column`` over the row groups, or None without statistics."""
+        values = self.minima.get(column)
+        if not values or any(value is None for value in values):
+            return None
+        return min(values)
+
+    def max(self, column: str) -> Any:
+        """The largest value of ``column`` over the row groups, or None without statistics."""
+        values = self.maxima.get(column)
+        if not values or any(value is None for value in values):
+            return None
+        return max(values)
 
 
 # fastparquet reads tz-aware columns with Series.values, which pandas 3.1 deprecates; the values
@@ -326,12 +545,51 @@ def _remove_stale_temps(directory: str) -> None:
 # ---- the store: merge logic on top of the backend ----------------------------------------------
 
 
+@dataclass(frozen=True)
+class Quarantined:
+    """A file moved out of ``klines/`` into the quarantine, and why (paths relative to the root)."""
+
+    path: str
+    moved_to: str
+    problem: str
+    at: dt.datetime
+    symbol: str | None = None
+    interval: str | None = None
+    period: dt.date | None = None
+    #: Whether it was a partition's own ``part.parquet``, whose range must be fetched again
+    #: (otherwise a foreign file, whose rows the store never held).
+    partition: bool = False
+
+    @property
+    def range_ms(self) -> tuple[int, int] | None:
+        """The open times ``[start, end)`` of the partition it was, or None for a foreign file."""
+        if not self.partition or self.interval is None or self.period is None:
+            return None
+        start = intervals.date_ms(self.period)
+        return start, intervals.partition_end_ms(self.interval, self.period)
+
+    def line(self) -> str:
+        """What happened, in one line for the operator."""
+        stream = f"{self.symbol} {self.interval}: " if self.symbol and self.interval else ""
+        then = "its range is fetched again" if self.partition else "readers no longer see it"
+        return f"{stream}{self.path} {self.problem}; moved to {self.moved_to}, {then}"
+
+
 class CandleStore:
     """The candles of every stream under one root (``OST_DATA_DIR``: a path or an fsspec URL)."""
 
-    def __init__(self, root: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        root: str,
+        *,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+        lock_announce_after: float = LOCK_ANNOUNCE_AFTER_S,
+    ) -> None:
         self.backend = ParquetBackend(root)
         self.lock_timeout = lock_timeout
+        self.lock_announce_after = lock_announce_after
+        self._quarantined: deque[Quarantined] = deque(maxlen=QUARANTINE_LOG)
+        self._quarantined_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"CandleStore({self.backend.url!r})"
@@ -359,9 +617,10 @@ class CandleStore:
     ) -> int:
         """Read-modify-write one partition (the stream's lock is held); the new open times."""
         path = self._path(symbol, interval, period)
-        stored = self._read_partition(path, interval, period)
+        stored = self._read_partition(symbol, interval, period)
         if stored is None:
             self.backend.write(path, rows.reset_index(drop=True))
+            self._quarantine_foreign(symbol, interval, period)
             return len(rows)
         replaced = np.isin(klines.open_time_ms(stored), klines.open_time_ms(rows))
         merged = pd.concat([stored[~replaced], rows], ignore_index=True)
@@ -369,9 +628,11 @@ class CandleStore:
         try:
             klines.validate(merged, interval)
         except InvalidCandle as exc:
-            raise StoreCorrupt(f"{path} holds candles that do not validate: {exc}") from exc
+            problem = f"holds candles that do not validate: {exc.args[0]}"
+            raise self._corrupt(symbol, interval, period, problem) from exc
         if not klines.rows_equal(merged, stored):
             self.backend.write(path, merged)
+            self._quarantine_foreign(symbol, interval, period)
         return len(rows) - int(replaced.sum())
 
     def _lock(
@@ -381,15 +642,26 @@ class CandleStore:
 
         Partitions are spread over ``LOCK_STRIPES`` lock files per stream by their date, so
         neighbouring partitions (a backfill's) can be written at once, with a bounded number of
-        lock files.
+        lock files. The holder writes its PID into the lock file. A writer that waits for it
+        says so after ``lock_announce_after`` seconds, naming that PID, and gives up after
+        ``lock_timeout``: :class:`~ost.errors.StreamLocked`, which fails only this stream.
         """
+        lock = filelock.FileLock(
+            self._lock_file(symbol, interval, period),
+            on_acquired=_write_pid,
+            preserve_lock_file=True,
+        )
+        return _waiting_for(
+            lock,
+            f"{symbol} {interval}",
+            timeout=self.lock_timeout,
+            announce_after=self.lock_announce_after,
+        )
+
+    def _lock_file(self, symbol: str, interval: str, period: dt.date) -> Path:
         directory = self._lock_dir()
         directory.mkdir(parents=True, exist_ok=True)
-        stripe = period.toordinal() % LOCK_STRIPES
-        lock = filelock.FileLock(
-            directory / f"{symbol}-{interval}.{stripe}.lock", timeout=self.lock_timeout
-        )
-        return _store_error_on_timeout(lock, f"{symbol} {interval}")
+        return directory / f"{symbol}-{interval}.{period.toordinal() % LOCK_STRIPES}.lock"
 
     def _lock_dir(self) -> Path:
         if self.backend.is_local:
@@ -413,7 +685,7 @@ class CandleStore:
             period_end = intervals.partition_end_ms(interval, period)
             if period_start >= end_ms or period_end <= start_ms:
                 continue
-            stored = self._read_partition(self._path(symbol, interval, period), interval, period)
+            stored = self._read_partition(symbol, interval, period)
             if stored is not None:
                 frames.append(stored)
         if not frames:
@@ -423,13 +695,33 @@ class CandleStore:
         return candles[(open_ms >= start_ms) & (open_ms < end_ms)].reset_index(drop=True)
 
     def last_open_time(self, symbol: str, interval: str) -> int | None:
-        """The newest stored open time (epoch ms), from the newest file's footer statistics."""
+        """The newest stored open time (epoch ms), from the newest file's footer statistics.
+
+        The footer's columns, dtypes and open-time bounds are checked too (at no cost: it is
+        read anyway), so a newest file of another schema, or holding another partition's rows,
+        raises :class:`PartitionCorrupt` here rather than misleading the resume point.
+        """
         for period in reversed(self._periods(symbol, interval)):
             path = self._path(symbol, interval, period)
-            newest = self.backend.column_max(path, "open_time")
-            if newest is not None:
-                return _datetime64_ms(newest)
-            stored = self._read_partition(path, interval, period)  # a file without statistics
+            try:
+                footer = self.backend.footer(path)
+            except StoreCorrupt as exc:
+                raise self._corrupt(symbol, interval, period, _unreadable(exc)) from exc
+            if footer is None:
+                continue
+            problem = _dtypes_problem(list(footer.dtypes), list(footer.dtypes.values()))
+            if problem:
+                raise self._corrupt(symbol, interval, period, problem)
+            newest, oldest = footer.max("open_time"), footer.min("open_time")
+            if newest is not None and oldest is not None:
+                newest_ms, oldest_ms = _datetime64_ms(newest), _datetime64_ms(oldest)
+                if oldest_ms < intervals.date_ms(period) or newest_ms >= intervals.partition_end_ms(
+                    interval, period
+                ):
+                    problem = f"open_time outside the {interval} partition starting {period}"
+                    raise self._corrupt(symbol, interval, period, problem)
+                return newest_ms
+            stored = self._read_partition(symbol, interval, period)  # a file without statistics
             if stored is not None and not stored.empty:
                 return int(klines.open_time_ms(stored)[-1])
         return None
@@ -456,20 +748,193 @@ class CandleStore:
     def _periods(self, symbol: str, interval: str) -> list[dt.date]:
         """The dates of the stream's ``period=`` directories (names only, no file is opened)."""
         names = self.backend.list_names(stream_dir(self.backend.root, symbol, interval))
-        return sorted(period for period in map(_period_of, names) if period is not None)
+        return sorted(
+            period
+            for period in map(_period_of, names)
+            if period is not None  # and the start of a partition: another date is a foreign name
+            and intervals.partition_start(interval, intervals.date_ms(period)) == period
+        )
 
     def _path(self, symbol: str, interval: str, period: dt.date) -> str:
         return partition_path(self.backend.root, symbol, interval, period)
 
-    def _read_partition(self, path: str, interval: str, period: dt.date) -> pd.DataFrame | None:
+    def _read_partition(self, symbol: str, interval: str, period: dt.date) -> pd.DataFrame | None:
         """The stored partition, checked to hold only its own, sorted, well-typed candles."""
-        stored = self.backend.read(path)
+        try:
+            stored = self.backend.read(self._path(symbol, interval, period))
+        except StoreCorrupt as exc:
+            raise self._corrupt(symbol, interval, period, _unreadable(exc)) from exc
         if stored is None:
             return None
-        problem = _schema_problem(stored) or _range_problem(stored, interval, period)
+        problem = schema_problem(stored) or _range_problem(stored, interval, period)
         if problem:
-            raise StoreCorrupt(f"{path}: {problem}")
+            raise self._corrupt(symbol, interval, period, problem)
         return stored[list(klines.COLUMNS)].reset_index(drop=True)
+
+    def _corrupt(
+        self, symbol: str, interval: str, period: dt.date, problem: str
+    ) -> PartitionCorrupt:
+        path = self._path(symbol, interval, period)
+        return PartitionCorrupt(problem, symbol=symbol, interval=interval, period=period, path=path)
+
+    # -- healing
+
+    def partition_problem(self, symbol: str, interval: str, period: dt.date) -> str | None:
+        """What is wrong with a partition's file as the store reads it (None: nothing, or no file).
+
+        Unreadable, another schema, rows out of order or outside the partition, or candles that
+        do not validate (which a merge into it would refuse).
+        """
+        try:
+            stored = self._read_partition(symbol, interval, period)
+            if stored is not None:
+                klines.validate(stored, interval)
+        except PartitionCorrupt as exc:
+            return exc.problem
+        except InvalidCandle as exc:
+            return f"holds candles that do not validate: {exc.args[0]}"
+        return None
+
+    def quarantine(
+        self,
+        symbol: str,
+        interval: str,
+        period: dt.date,
+        *,
+        check: Callable[[], str | None] | None = None,
+    ) -> Quarantined | None:
+        """Move the partition's file to the quarantine if it is still damaged; what was moved.
+
+        Under the partition's lock the file is checked again (``check``, by default
+        :meth:`partition_problem`): a file that another process replaced meanwhile with a good
+        one stays, and None is returned. The move is announced in one warning line.
+        """
+        with self._lock(symbol, interval, period):
+            problem = (check or (lambda: self.partition_problem(symbol, interval, period)))()
+            if problem is None:
+                return None
+            path = self._path(symbol, interval, period)
+            return self._move_to_quarantine(path, f"is damaged ({problem})", partition=True)
+
+    def quarantine_file(self, path: str, problem: str) -> Quarantined | None:
+        """Move ``path``, a file that is not a partition's own, to the quarantine (None if gone).
+
+        Inside a partition directory the move is made under the partition's lock.
+        """
+        where = locate(relative_path(self.backend.root, path))
+        guard: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if where.symbol and where.interval and where.period:
+            guard = self._lock(where.symbol, where.interval, where.period)
+        with guard:
+            if not self.backend.exists(path):
+                return None
+            return self._move_to_quarantine(path, problem, partition=False)
+
+    def remove_temp(self, path: str) -> bool:
+        """Remove a writer's temp file left in a partition directory, unless a writer runs there.
+
+        The partition's lock is taken without waiting: a temp file is a leftover only while no
+        writer of that partition holds it. Returns whether it was removed.
+        """
+        with self._lock_if_free(path) as free:
+            if free:
+                self.backend.remove(path)
+            return free
+
+    def is_writing(self, path: str) -> bool:
+        """Whether a writer holds the lock of the partition directory that holds ``path``."""
+        with self._lock_if_free(path) as free:
+            return not free
+
+    @contextlib.contextmanager
+    def _lock_if_free(self, path: str) -> Iterator[bool]:
+        """The lock of the partition that holds the file ``path``, if free now: whether it was."""
+        where = locate(relative_path(self.backend.root, path))
+        if not (where.symbol and where.interval and where.period):
+            raise StoreError(f"{path} is not in a partition directory")
+        lock = filelock.FileLock(self._lock_file(where.symbol, where.interval, where.period))
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
+
+    def healing(
+        self,
+        symbol: str,
+        interval: str,
+        attempt: Callable[[], Result],
+        refetch: Callable[[Quarantined], object],
+    ) -> Result:
+        """``attempt()``, healing on the way the stream's damaged partitions it meets.
+
+        A partition of this stream that ``attempt`` finds damaged (:class:`PartitionCorrupt`)
+        is quarantined (:meth:`quarantine`), ``refetch`` fetches its range again, and ``attempt``
+        runs again. Each partition is healed at most once per call: met damaged again, its
+        error is raised, as is any other error.
+        """
+        healed: set[dt.date] = set()
+        while True:
+            try:
+                return attempt()
+            except PartitionCorrupt as exc:
+                if (exc.symbol, exc.interval) != (symbol, interval) or exc.period in healed:
+                    raise
+                healed.add(exc.period)
+                record = self.quarantine(symbol, interval, exc.period)
+                if record is not None:  # None: another process replaced it meanwhile
+                    refetch(record)
+
+    def take_quarantined(self) -> list[Quarantined]:
+        """The quarantine moves made since the last call (for the ledger), oldest first."""
+        with self._quarantined_lock:
+            taken = list(self._quarantined)
+            self._quarantined.clear()
+        return taken
+
+    def _quarantine_foreign(self, symbol: str, interval: str, period: dt.date) -> None:
+        """Quarantine the files beside ``part.parquet`` that a reader would read too.
+
+        Called after a write of the partition, under its lock: its directory is listed (one
+        directory, whatever the history).
+        """
+        directory = posixpath.dirname(self._path(symbol, interval, period))
+        for name in self.backend.list_files(directory):
+            if name != PARTITION_FILE and not is_temp(name) and read_by_consumers(name):
+                self._move_to_quarantine(
+                    posixpath.join(directory, name),
+                    "is a foreign file that readers would read beside part.parquet",
+                    partition=False,
+                )
+
+    def _move_to_quarantine(self, path: str, problem: str, *, partition: bool) -> Quarantined:
+        """Move ``path`` to a new name under ``quarantine/`` (the caller holds any lock needed)."""
+        root = self.backend.root
+        at = dt.datetime.now(dt.UTC)
+        attempt = 0
+        while self.backend.exists(destination := quarantine_path(root, path, at, attempt)):
+            attempt += 1
+        self.backend.move(path, destination)
+        relative = relative_path(root, path)
+        where = locate(relative)
+        record = Quarantined(
+            path=relative,
+            moved_to=relative_path(root, destination),
+            problem=_one_line(problem),
+            at=at,
+            symbol=where.symbol,
+            interval=where.interval,
+            period=where.period,
+            partition=partition,
+        )
+        with self._quarantined_lock:
+            self._quarantined.append(record)
+        log.warning("%s", record.line())
+        return record
 
 
 def load_klines(
@@ -493,7 +958,7 @@ def load_klines(
 
 def _checked_incoming(frame: pd.DataFrame, interval: str) -> pd.DataFrame:
     """``frame`` with the stored columns in order, sorted and validated, or raise."""
-    problem = _schema_problem(frame)
+    problem = schema_problem(frame)
     if problem:
         raise StoreError(f"cannot store this frame: {problem}")
     incoming = frame if tuple(frame.columns) == klines.COLUMNS else frame[list(klines.COLUMNS)]
@@ -515,19 +980,37 @@ _DTYPES: Final = tuple(klines.DTYPES[column] for column in klines.COLUMNS)
 _NAT: Final = np.iinfo(np.int64).min
 
 
-def _schema_problem(frame: pd.DataFrame) -> str | None:
+def schema_problem(frame: pd.DataFrame) -> str | None:
     """What is wrong with ``frame``'s columns or dtypes, or None."""
     if tuple(frame.columns) == klines.COLUMNS and tuple(map(str, frame.dtypes)) == _DTYPES:
         return None
-    columns = set(map(str, frame.columns))
-    if columns != set(klines.COLUMNS) or len(frame.columns) != len(klines.COLUMNS):
+    return _dtypes_problem(list(map(str, frame.columns)), list(map(str, frame.dtypes)))
+
+
+def _dtypes_problem(names: list[str], dtypes: list[str]) -> str | None:
+    """What is wrong with columns ``names`` of pandas dtypes ``dtypes``, or None."""
+    if tuple(names) == klines.COLUMNS and tuple(dtypes) == _DTYPES:
+        return None
+    columns = set(names)
+    if columns != set(klines.COLUMNS) or len(names) != len(klines.COLUMNS):
         missing = sorted(set(klines.COLUMNS) - columns)
         extra = sorted(columns - set(klines.COLUMNS))
         return f"columns differ from the stored ones (missing {missing}, unexpected {extra})"
-    for column in klines.COLUMNS:
-        if str(frame[column].dtype) != klines.DTYPES[column]:
-            return f"column {column} is {frame[column].dtype}, not {klines.DTYPES[column]}"
+    for column, dtype in zip(names, dtypes, strict=True):
+        if dtype != klines.DTYPES[column]:
+            return f"column {column} is {dtype}, not {klines.DTYPES[column]}"
     return None
+
+
+def _unreadable(exc: StoreCorrupt) -> str:
+    """The problem of a file the backend could not parse, without its path."""
+    return f"not a readable Parquet file: {exc.__cause__!r}"
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line, at most ``PROBLEM_CHARS`` long."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= PROBLEM_CHARS else flat[: PROBLEM_CHARS - 1] + "…"
 
 
 def _range_problem(stored: pd.DataFrame, interval: str, period: dt.date) -> str | None:
@@ -578,14 +1061,57 @@ def _datetime64_ms(value: Any) -> int:
 
 
 @contextlib.contextmanager
-def _store_error_on_timeout(lock: filelock.FileLock, stream: str) -> Iterator[None]:
+def _waiting_for(
+    lock: filelock.FileLock, stream: str, *, timeout: float, announce_after: float
+) -> Iterator[None]:
+    """Hold ``lock``, waited for ``timeout`` s at most; a wait past ``announce_after`` is told."""
     try:
-        lock.acquire()
+        lock.acquire(timeout=min(timeout, announce_after))
     except filelock.Timeout as exc:
-        raise StoreError(
-            f"{stream}: another writer held {lock.lock_file} for over {lock.timeout} s"
-        ) from exc
+        if timeout > announce_after:
+            log.warning(
+                "%s: waiting for %s, held by %s; this stream gives up after %g s",
+                stream,
+                lock.lock_file,
+                _lock_holder(lock.lock_file),
+                timeout,
+            )
+            try:
+                lock.acquire(timeout=timeout - announce_after)
+            except filelock.Timeout as again:
+                raise _locked(lock, stream, timeout) from again
+        else:
+            raise _locked(lock, stream, timeout) from exc
     try:
         yield
     finally:
         lock.release()
+
+
+def _locked(lock: filelock.FileLock, stream: str, timeout: float) -> StreamLocked:
+    return StreamLocked(
+        f"{stream}: {lock.lock_file} was held by {_lock_holder(lock.lock_file)} for over "
+        f"{timeout:g} s; this stream is not written in this run"
+    )
+
+
+def _write_pid(fd: int) -> None:
+    """Write this process's PID into the lock file it now holds (filelock's ``on_acquired``)."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+
+def _lock_holder(lock_file: str) -> str:
+    """Who holds ``lock_file``, as its PID written in it says: ``PID 1234 (its command)``."""
+    try:
+        text = Path(lock_file).read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        text = ""
+    if not text.isdigit():
+        return "a process that wrote no PID in it"
+    try:
+        command = Path(f"/proc/{text}/cmdline").read_bytes().replace(b"\0", b" ").strip()
+    except OSError:  # no /proc (not Linux), or the process is gone
+        return f"PID {text}"
+    shown = command.decode(errors="replace")
+    return f"PID {text} ({shown[:HOLDER_CHARS]})" if shown else f"PID {text}"

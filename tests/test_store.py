@@ -217,7 +217,7 @@ def test_update_rewrites_only_the_newest_partition(store: CandleStore, tmp_path:
 def test_update_reads_no_older_partition(
     store: CandleStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An update of the newest partition lists nothing and never opens an older file."""
+    """An update of the newest partition lists only its own directory, opens no older file."""
     history = make_candles("1m", T0, 3 * 1440)
     store.merge(SYMBOL, "1m", history)
     newest = period_file(tmp_path, "1m", int(klines.open_time_ms(history)[-1]))
@@ -225,9 +225,13 @@ def test_update_reads_no_older_partition(
         if path != newest:
             path.write_bytes(b"not parquet")
     update = make_candles("1m", int(klines.open_time_ms(history)[-1]) + MINUTE, 15)
+    listed: list[str] = []
+    list_files = store.backend.list_files
     with monkeypatch.context() as patch:
         patch.setattr(store.backend, "list_names", no_listing)
+        patch.setattr(store.backend, "list_files", lambda d: listed.append(d) or list_files(d))
         assert store.merge(SYMBOL, "1m", update) == 15
+    assert listed == [str(newest.parent)]  # for foreign files beside the one it wrote
     assert store.last_open_time(SYMBOL, "1m") == int(klines.open_time_ms(update)[-1])
 
 
