@@ -17,6 +17,9 @@ damaged zip, a CSV that is not 12 well-typed fields per line, an impossible cand
 outside the file's period, a 4xx other than 404, or a transport error or 5xx that persisted
 through every attempt (retried by stamina with the client's policy: transport errors and 5xx are
 retried, 4xx never). The caller takes that period from the API instead.
+
+Credentials in ``OST_ARCHIVE_BASE_URL`` are sent as basic auth and never shown: messages name
+the archive by its label (:func:`ost.urls.url_label`) and the file's path.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import pandas as pd
 from ost import intervals, klines
 from ost.binance import attempts
 from ost.errors import ArchiveError, InvalidCandle
+from ost.urls import split_credentials, url_label
 
 Span = Literal["daily", "monthly"]
 
@@ -103,7 +107,11 @@ class Archive:
     """Reads kline files from the archive at ``base_url`` through ``http``."""
 
     def __init__(self, base_url: str, http: httpx.Client, *, max_attempts: int = 3) -> None:
-        self.base_url = base_url.rstrip("/")
+        bare, credentials = split_credentials(base_url.rstrip("/"))
+        #: The base URL without credentials (what httpx is given), and how messages name it.
+        self.base_url = bare
+        self.label = url_label(bare)
+        self._auth = None if credentials is None else httpx.BasicAuth(*credentials)
         self.http = http
         self.max_attempts = max_attempts
 
@@ -141,19 +149,24 @@ class Archive:
                     return self._get_once(url)
         except httpx.HTTPError as exc:
             raise ArchiveError(
-                f"{url} failed after {self.max_attempts} attempts: {type(exc).__name__}: {exc}"
+                f"{self._shown(url)} failed after {self.max_attempts} attempts: "
+                f"{type(exc).__name__}: {exc}"
             ) from exc
         raise AssertionError("unreachable: stamina raises after the last attempt")
 
     def _get_once(self, url: str) -> bytes | None:
-        response = self.http.get(url)
+        response = self.http.get(url, auth=self._auth or httpx.USE_CLIENT_DEFAULT)
         if response.status_code == NOT_FOUND:
             return None
         if response.status_code >= 500:
             response.raise_for_status()  # an httpx.HTTPStatusError, which is retried
         if response.status_code >= 400:
-            raise ArchiveError(f"{url} answered HTTP {response.status_code}")
+            raise ArchiveError(f"{self._shown(url)} answered HTTP {response.status_code}")
         return response.content
+
+    def _shown(self, url: str) -> str:
+        """``url`` (one under the base URL) as messages show it: the label and the file's path."""
+        return self.label + url.removeprefix(self.base_url)
 
 
 def _is_transient(exc: Exception) -> bool:

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import multiprocessing
+import re
 import sqlite3
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import pytest
 
 from ost.binance import RequestLog
-from ost.errors import StoreError
+from ost.errors import LedgerUnavailable, StoreError
 from ost.ingest import StreamOutcome
 from ost.ledger import (
     BINANCE_REQUESTS,
@@ -20,6 +27,7 @@ from ost.ledger import (
     INGESTIONS,
     RUN_FAILURES,
     USED_WEIGHT,
+    Bookkeeping,
     LadderRecord,
     Ledger,
     bounded_label,
@@ -257,3 +265,247 @@ def test_concurrent_processes_lose_no_count(ledger: Ledger) -> None:
     total = processes * rounds
     assert ledger.counter(CANDLES_WRITTEN, symbol="BTCUSDT", interval="15m") == 2 * total
     assert ledger.counter(INGESTIONS, symbol="BTCUSDT", interval="15m", result="ok") == total
+
+
+# ---- reads never take a write lock; a corrupt ledger heals ------------------------------------
+
+
+def test_reading_a_ledger_not_written_yet_creates_nothing(tmp_path: Path) -> None:
+    """Every read of a ledger that does not exist yet answers empty, and creates no file."""
+    ledger = Ledger(tmp_path / "state" / "ledger.sqlite3")
+    ledger.check()
+    snapshot = ledger.snapshot()
+    assert (snapshot.streams, snapshot.counters, snapshot.gauges) == ({}, {}, {})
+    assert ledger.stream_states() == {}
+    assert ledger.ladder() == LadderRecord()
+    assert ledger.health().available
+    assert not (tmp_path / "state").exists()
+
+
+@contextmanager
+def write_lock_held(path: Path) -> Iterator[None]:
+    """Another connection holding ``BEGIN EXCLUSIVE`` on the ledger, with a write pending."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    other.execute("DELETE FROM counters")  # not committed: no reader may see it
+    try:
+        yield
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+@pytest.mark.slow
+def test_reads_answer_while_another_connection_holds_the_write_lock(ledger: Ledger) -> None:
+    """Under BEGIN EXCLUSIVE elsewhere, reads see what is committed; a write fails as locked."""
+    ledger.record_outcome(ok(), T0)
+    with write_lock_held(ledger.path):
+        assert ledger.counter(CANDLES_WRITTEN, symbol="BTCUSDT", interval="15m") == 3
+        assert Ledger(ledger.path).snapshot().streams[("BTCUSDT", "15m")].last_success_at == T0
+        with pytest.raises(LedgerUnavailable) as locked:
+            ledger.record_outcome(ok(), T0 + MIN)
+    assert locked.value.fault == "locked"
+    assert f"fuser {ledger.path}" in str(locked.value)
+    assert ledger.counter(CANDLES_WRITTEN, symbol="BTCUSDT", interval="15m") == 3
+
+
+def test_a_garbage_ledger_is_moved_aside_kept_and_recreated(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reader says it is corrupt, moving nothing; a writer keeps it aside and starts anew."""
+    ledger.path.parent.mkdir(parents=True)
+    garbage = b"this is not a database " * 300
+    ledger.path.write_bytes(garbage)
+    with pytest.raises(LedgerUnavailable) as corrupt:
+        ledger.check()
+    assert corrupt.value.fault == "corrupt"
+    assert not ledger.health().readable
+    assert ledger.path.read_bytes() == garbage
+    with caplog.at_level(logging.WARNING, logger="ost.ledger"):
+        ledger.record_outcome(ok(), T0)
+    (kept,) = ledger.path.parent.glob("ledger.sqlite3.corrupt-*")
+    assert re.fullmatch(r"ledger\.sqlite3\.corrupt-\d{8}T\d{6}Z", kept.name)
+    assert kept.read_bytes() == garbage
+    (announced,) = [r.getMessage() for r in caplog.records if "moved aside" in r.getMessage()]
+    assert kept.name in announced
+    assert ledger.counter(CANDLES_WRITTEN, symbol="BTCUSDT", interval="15m") == 3
+    assert ledger.error_counts()["corrupt"] == 1
+    assert ledger.health().available
+
+
+def test_a_writers_first_read_of_a_garbage_ledger_moves_it_aside_and_reads_the_new_one(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bookkeeping.read (a run reading before it records) heals first: one line, no default."""
+    ledger.path.parent.mkdir(parents=True)
+    ledger.path.write_bytes(b"garbage" * 1000)
+    with caplog.at_level(logging.WARNING, logger="ost.ledger"):
+        states = Bookkeeping(ledger).read("the streams", lambda it: it.stream_states(), None)
+    assert states == {}
+    (line,) = [record.getMessage() for record in caplog.records]
+    assert "moved aside" in line
+    assert len(list(ledger.path.parent.glob("ledger.sqlite3.corrupt-*"))) == 1
+
+
+def test_a_damaged_page_is_found_by_quick_check_and_moved_aside(ledger: Ledger) -> None:
+    """Damage that a plain read does not notice (another table's page) is found by a writer."""
+    ledger.record_outcomes([failed(symbol=f"S{number}USDT") for number in range(200)], T0)
+    with closing(sqlite3.connect(ledger.path)) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        query = "SELECT rootpage FROM sqlite_master WHERE name = 'counters'"
+        (root,) = db.execute(query).fetchone()
+        (page,) = db.execute("PRAGMA page_size").fetchone()
+    damaged = bytearray(ledger.path.read_bytes())
+    damaged[(root - 1) * page : root * page] = b"\xff" * page
+    ledger.path.write_bytes(damaged)
+    assert len(ledger.stream_states()) == 200  # the streams' pages are intact
+    Ledger(ledger.path).record_outcome(ok(), T0 + MIN)  # a new process's first write checks it
+    (kept,) = ledger.path.parent.glob("ledger.sqlite3.corrupt-*")
+    assert kept.read_bytes() == bytes(damaged)
+    assert list(ledger.stream_states()) == [("BTCUSDT", "15m")]
+
+
+def record_once(path: str, symbol: str, start: Barrier) -> None:
+    """Child: wait for ``start``, then record one success of ``symbol``'s 15m stream."""
+    ledger = Ledger(path)
+    start.wait()
+    ledger.record_outcome(ok(symbol=symbol))
+
+
+@pytest.mark.slow
+def test_processes_finding_a_garbage_ledger_together_move_it_aside_once(ledger: Ledger) -> None:
+    """Four processes' first writes into garbage: one move, and every record is in the new one."""
+    ledger.path.parent.mkdir(parents=True)
+    ledger.path.write_bytes(b"garbage" * 1000)
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(4)
+    symbols = [f"SYM{index}USDT" for index in range(4)]
+    children = [
+        context.Process(target=record_once, args=(str(ledger.path), symbol, start))
+        for symbol in symbols
+    ]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout=120)
+        assert child.exitcode == 0
+    assert len(list(ledger.path.parent.glob("ledger.sqlite3.corrupt-*"))) == 1
+    assert sorted(symbol for symbol, _ in ledger.stream_states()) == symbols
+    assert ledger.error_counts()["corrupt"] == 1
+
+
+# ---- bookkeeping: a ledger failure is a warning, a count and a status line --------------------
+
+
+@pytest.mark.slow
+def test_after_a_locked_record_the_next_ones_are_counted_not_tried(ledger: Ledger) -> None:
+    """A held lock costs one busy timeout: the records after it are only counted."""
+    ledger.record_outcome(ok(), T0)
+    books = Bookkeeping(ledger)
+    tried: list[int] = []
+
+    def write(it: Ledger) -> None:
+        tried.append(1)
+        it.record_outcome(ok(), T0 + MIN)
+
+    with write_lock_held(ledger.path):
+        for _ in range(3):
+            books.record("an outcome", write)
+        assert ledger.health().fault == "locked"
+    assert len(tried) == 1
+    assert ledger.error_counts()["locked"] == 3
+    Bookkeeping(ledger).record("an outcome", write)  # another run, the lock released
+    assert ledger.health().available
+    assert ledger.counter(CANDLES_WRITTEN, symbol="BTCUSDT", interval="15m") == 6
+
+
+# ---- the race: request counts are drained under the lock that counting takes ------------------
+
+
+def iterate_then_subtract(log: RequestLog) -> Counter[tuple[str, str]]:
+    """The old record_requests' way of taking the counts: iterate, then subtract, no lock."""
+    taken = Counter({key: count for key, count in log.answers.items() if count > 0})
+    log.answers.subtract(taken)
+    return taken
+
+
+@pytest.fixture
+def eager_thread_switches() -> Iterator[None]:
+    """Threads switch every microsecond, so that a race shows within a few rounds."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(before)
+
+
+def hammer(
+    take: Callable[[RequestLog], Counter[tuple[str, str]]],
+    *,
+    threads: int = 4,
+    per_thread: int = 20_000,
+    hosts: int = 512,
+) -> tuple[int, int, int]:
+    """Threads count answers while ``take`` drains the log again and again.
+
+    Returns (counts made, counts taken, errors raised by ``take``); the last take runs after the
+    threads are done.
+    """
+    log = RequestLog()
+    taken: Counter[tuple[str, str]] = Counter()
+    errors = 0
+    start = threading.Barrier(threads + 1)
+
+    def count(thread: int) -> None:
+        start.wait()
+        for number in range(per_thread):
+            log.count(f"https://api{number % hosts}.binance.com", str(thread))
+
+    workers = [threading.Thread(target=count, args=(thread,)) for thread in range(threads)]
+    for worker in workers:
+        worker.start()
+    start.wait()
+    while any(worker.is_alive() for worker in workers):
+        try:
+            taken.update(take(log))
+        except RuntimeError:  # "dictionary changed size during iteration"
+            errors += 1
+    for worker in workers:
+        worker.join()
+    taken.update(take(log))
+    return threads * per_thread, sum(taken.values()), errors
+
+
+@pytest.mark.usefixtures("eager_thread_switches")
+def test_the_old_iterate_then_subtract_races_with_counting_threads() -> None:
+    """The contrast: the old way loses counts or breaks its iteration within 20 rounds."""
+    rounds = (hammer(iterate_then_subtract) for _ in range(20))
+    assert any(made != taken or errors for made, taken, errors in rounds)
+
+
+@pytest.mark.usefixtures("eager_thread_switches")
+def test_drain_takes_every_count_exactly_once_while_threads_count() -> None:
+    """Under the same hammering, RequestLog.drain takes each count once, and never raises."""
+    for _ in range(5):
+        made, taken, errors = hammer(RequestLog.drain)
+        assert (taken, errors) == (made, 0)
+
+
+@pytest.mark.usefixtures("eager_thread_switches")
+def test_recorded_requests_equal_the_counts_that_threads_made(ledger: Ledger) -> None:
+    """Ledger.record_requests, again and again while 4 threads count: exact totals, no error.
+
+    New hosts keep coming while it records (as a long backfill's answers do), which the old
+    iterate-then-subtract broke on ("dictionary changed size during iteration") in every run.
+    """
+
+    def record(log: RequestLog) -> Counter[tuple[str, str]]:
+        ledger.record_requests(log)
+        return Counter()
+
+    ledger.ensure_streams([])  # the schema first, so that recording starts with the counting
+    made = errors = 0
+    for _ in range(4):
+        round_made, _, round_errors = hammer(record, per_thread=10_000, hosts=10_000)
+        made, errors = made + round_made, errors + round_errors
+    assert errors == 0
+    assert sum(ledger.counters(BINANCE_REQUESTS).values()) == made
