@@ -43,14 +43,16 @@ UNBOUNDED_WIDTH = 10_000
 
 
 def _console() -> Console:
-    """Rich's console for stdout: a terminal's width, or unbounded when output is not a terminal."""
-    import os
+    """Rich's console for stdout: a terminal's width, or unbounded when output is not a terminal.
+
+    Unbounded even when ``COLUMNS`` is set: a pipe or a file has no width to fit, and a row cut or
+    folded at 80 columns is unreadable to a person and to a script alike.
+    """
     import sys
 
     from rich.console import Console
 
-    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    return Console(width=UNBOUNDED_WIDTH if wide else None)
+    return Console(width=None if sys.stdout.isatty() else UNBOUNDED_WIDTH)
 
 
 def _fail(message: str, code: int) -> NoReturn:

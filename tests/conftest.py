@@ -12,6 +12,15 @@ from ost.binance import BinanceClient
 from ost.sim import SimHandle, running_sim
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_inherited_terminal_size() -> Iterator[None]:
+    """The children of a test see no COLUMNS/LINES that pytest-xdist's workers set (80x24)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("COLUMNS", "LINES"):
+            patch.delenv(name, raising=False)
+        yield
+
+
 @pytest.fixture(scope="session")
 def sim_server() -> Iterator[SimHandle]:
     """One simulator for the whole session, on a free port of 127.0.0.1."""

@@ -118,7 +118,9 @@ def test_faults_store_nothing_wrong_and_leave_no_gap(
 
 def test_weight_budget_of_40_completes_without_418(sim: SimHandle, tmp_path: Path) -> None:
     """With 40 weight per window the pacer spreads requests: done, with no 418 and no 429."""
-    sim.configure(now_ms=NOW, weight_limit=40, weight_window_s=1)
+    # A window longer than the run takes, even on a busy machine: more than one window's weight
+    # can then only fit if the pacer waits for the window to turn.
+    sim.configure(now_ms=NOW, weight_limit=40, weight_window_s=5)
     store = CandleStore(str(tmp_path))
     streams = [(s, i) for s in ("BTCUSDT", "ETHUSDT") for i in ("1m", "15m", "1h", "1d")]
     with client_for(sim.url) as client:
