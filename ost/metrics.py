@@ -205,28 +205,32 @@ def _used_weight(snapshot: LedgerSnapshot) -> GaugeMetricFamily:
     return family
 
 
+def _per_host(snapshot: LedgerSnapshot, gauge: str, name: str, doc: str) -> GaugeMetricFamily:
+    """The ledger's gauge rows ``gauge`` as the family ``name``, one sample per host."""
+    family = GaugeMetricFamily(name, doc, labels=["host"])
+    for labels, value in sorted(snapshot.gauges.get(gauge, {}).items()):
+        family.add_metric([dict(labels).get("host", "")], value)
+    return family
+
+
 def _clock_skew(snapshot: LedgerSnapshot) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(
+    return _per_host(
+        snapshot,
+        ledger_names.CLOCK_SKEW,
         "ost_clock_skew_seconds",
         "Binance's clock minus the local clock, as last measured from each base URL's host"
         " (seconds); candles count as closed by the earlier of the two.",
-        labels=["host"],
     )
-    for labels, value in sorted(snapshot.gauges.get(ledger_names.CLOCK_SKEW, {}).items()):
-        family.add_metric([dict(labels).get("host", "")], value)
-    return family
 
 
 def _host_bans(snapshot: LedgerSnapshot) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(
+    return _per_host(
+        snapshot,
+        ledger_names.HOST_BANNED_UNTIL,
         "ost_host_banned_until_seconds",
         "Until when (Unix time) no request goes to the host: Binance answered 429/418 with a"
         " Retry-After longer than a run waits; a time past means the ban is over.",
-        labels=["host"],
     )
-    for labels, value in sorted(snapshot.gauges.get(ledger_names.HOST_BANNED_UNTIL, {}).items()):
-        family.add_metric([dict(labels).get("host", "")], value)
-    return family
 
 
 def _freshness(evaluation: Evaluation) -> Iterator[Metric]:

@@ -21,6 +21,17 @@ def no_inherited_terminal_size() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A temporary Prefect server for the module using it, with its own PREFECT_HOME (restored)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
+        from prefect.testing.utilities import prefect_test_harness
+
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
+
+
 @pytest.fixture(scope="session")
 def sim_server() -> Iterator[SimHandle]:
     """One simulator for the whole session, on a free port of 127.0.0.1."""
