@@ -6,8 +6,9 @@ tag (or ``always``), so an untagged URL would receive neither. ``OST_APPRISE_CON
 apprise YAML/text config file whose entries carry the tags ``alert`` and/or ``escalate`` (or
 ``always``); an entry with no tag receives only ``ost notify-test``. Both may be set.
 
-**Delivery.** Each matched target is notified on its own and retried by stamina (3 attempts,
-short exponential backoff), so a target that failed once is retried without sending twice to
+**Delivery.** Each matched target is notified on its own and retried by the project's one retry
+helper (:func:`ost.retry.retrying`, with :data:`DELIVERY_ATTEMPTS` attempts and the short
+:data:`DELIVERY_BACKOFF`), so a target that failed once is retried without sending twice to
 the others. A message counts as delivered when at least one target accepted it. Every target's
 result is counted in the ledger as ``notifications_total{level,result}`` (``sent``, ``failed``;
 ``unconfigured`` or ``no_target`` when there was nowhere to send it: such a message is not
@@ -35,11 +36,11 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import apprise
-import stamina
 
 from alerts.policy import Kind, Message
 from ost.errors import NotifyError
 from ost.ledger import Ledger
+from ost.retry import Backoff, retrying
 from ost.settings import Settings, apprise_target_label, split_apprise_urls
 
 log = logging.getLogger(__name__)
@@ -184,23 +185,18 @@ def _with_decoded(pieces: Iterable[str]) -> set[str]:
 # ---- the notifier -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Retry:
-    """How a target that did not accept a notification is retried (stamina's parameters)."""
-
-    attempts: int = 3
-    wait_initial: float = 0.5
-    wait_max: float = 4.0
+#: How often a target that did not accept a notification is asked, and the waits between.
+DELIVERY_ATTEMPTS: Final = 3
+DELIVERY_BACKOFF: Final = Backoff(initial=0.5, max=4.0, jitter=0.5)
 
 
 class Notifier:
     """Sends messages to the apprise targets of ``settings``, counting results in ``ledger``."""
 
-    def __init__(
-        self, settings: Settings, ledger: Ledger | None = None, *, retry: Retry | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, ledger: Ledger | None = None) -> None:
         self.ledger = ledger
-        self.retry = retry or Retry()
+        #: Each target's retries: the project's one helper, with the notifier's numbers.
+        self._retry = retrying(DELIVERY_ATTEMPTS, on=_Undelivered, backoff=DELIVERY_BACKOFF)
         #: The configured targets apprise cannot use, named without a secret (for notify-test).
         self.unusable: list[str] = []
         REDACTOR.install()
@@ -269,22 +265,13 @@ class Notifier:
     def _deliver_to(self, name: str, target: Any, notice: _Notice) -> bool:
         """Notify one target, retried; True once it accepted."""
         try:
-            for attempt in stamina.retry_context(
-                on=_Undelivered,
-                attempts=self.retry.attempts,
-                timeout=None,
-                wait_initial=self.retry.wait_initial,
-                wait_max=self.retry.wait_max,
-                wait_jitter=self.retry.wait_initial,
-            ):
-                with attempt:
-                    _notify_once(target, notice)
+            self._retry(_notify_once, target, notice)
         except _Undelivered as exc:
             log.error(  # noqa: TRY400  # the traceback would add nothing but noise
                 "%s did not accept the %s notification after %d attempts: %s",
                 name,
                 notice.level,
-                self.retry.attempts,
+                DELIVERY_ATTEMPTS,
                 exc,
             )
             return False

@@ -15,8 +15,9 @@ listing, or an interval the archive does not keep). Everything else that is wron
 :class:`~ost.errors.ArchiveError` and nothing of the file is returned: a checksum mismatch, a
 damaged zip, a CSV that is not 12 well-typed fields per line, an impossible candle, a candle
 outside the file's period, a 4xx other than 404, or a transport error or 5xx that persisted
-through every attempt (retried by stamina with the client's policy: transport errors and 5xx are
-retried, 4xx never). The caller takes that period from the API instead.
+through every attempt (retried by the project's one HTTP policy, :mod:`ost.retry`: transport
+errors and 5xx are retried, a 429/418 after its ``Retry-After`` when a run waits that long, any
+other 4xx never). The caller takes that period from the API instead.
 
 Credentials in ``OST_ARCHIVE_BASE_URL`` are sent as basic auth and never shown: messages name
 the archive by its label (:func:`ost.urls.url_label`) and the file's path.
@@ -37,8 +38,8 @@ import numpy as np
 import pandas as pd
 
 from ost import intervals, klines
-from ost.binance import attempts
 from ost.errors import ArchiveError, InvalidCandle
+from ost.retry import retry_hook, retrying
 from ost.urls import split_credentials, url_label
 
 Span = Literal["daily", "monthly"]
@@ -114,6 +115,7 @@ class Archive:
         self._auth = None if credentials is None else httpx.BasicAuth(*credentials)
         self.http = http
         self.max_attempts = max_attempts
+        self._retry = retrying(max_attempts)
 
     def fetch(self, file: ArchiveFile) -> pd.DataFrame | None:
         """The file's candles, validated; None if the archive does not have the file.
@@ -142,38 +144,30 @@ class Archive:
         return data
 
     def _download(self, url: str) -> bytes | None:
-        """The body at ``url``; None for a 404. Transport errors and 5xx are retried."""
+        """The body at ``url``; None for a 404. Retried by the HTTP policy (:mod:`ost.retry`)."""
         try:
-            for attempt in attempts(_is_transient, self.max_attempts):
-                with attempt:
-                    return self._get_once(url)
+            return self._retry(self._get_once, url)
         except httpx.HTTPError as exc:
+            if isinstance(exc, httpx.HTTPStatusError) and retry_hook(exc) is False:
+                # final at its first answer: a 4xx, or a 429/418 longer than a run waits
+                status = exc.response.status_code
+                raise ArchiveError(f"{self._shown(url)} answered HTTP {status}") from exc
             raise ArchiveError(
                 f"{self._shown(url)} failed after {self.max_attempts} attempts: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-        raise AssertionError("unreachable: stamina raises after the last attempt")
 
     def _get_once(self, url: str) -> bytes | None:
         response = self.http.get(url, auth=self._auth or httpx.USE_CLIENT_DEFAULT)
         if response.status_code == NOT_FOUND:
             return None
-        if response.status_code >= 500:
-            response.raise_for_status()  # an httpx.HTTPStatusError, which is retried
-        if response.status_code >= 400:
-            raise ArchiveError(f"{self._shown(url)} answered HTTP {response.status_code}")
+        if response.is_error:
+            response.raise_for_status()  # an httpx.HTTPStatusError, for the HTTP policy
         return response.content
 
     def _shown(self, url: str) -> str:
         """``url`` (one under the base URL) as messages show it: the label and the file's path."""
         return self.label + url.removeprefix(self.base_url)
-
-
-def _is_transient(exc: Exception) -> bool:
-    """Stamina's ``on=``: transport errors and 5xx answers are retried, nothing else."""
-    if isinstance(exc, httpx.HTTPStatusError):
-        return exc.response.status_code >= 500
-    return isinstance(exc, httpx.TransportError)
 
 
 def parse_checksum(body: bytes, zip_name: str) -> str:

@@ -1,9 +1,10 @@
 """The Binance REST client: one retry layer, host failover, weight pacing, strict parsing.
 
 - Every request has ``OST_HTTP_TIMEOUT_S`` and up to ``OST_MAX_ATTEMPTS`` attempts, retried by
-  stamina with exponential backoff and jitter. :func:`retry_hook` decides: transport errors, 5xx
-  and garbled bodies are retried, a 4xx never, and a 429/418 after exactly its ``Retry-After``
-  when that is at most :data:`~ost.pacing.MAX_WAIT_IN_RUN_S`.
+  the project's one retry helper (:func:`ost.retry.retrying`: stamina, exponential backoff and
+  jitter). :func:`ost.retry.retry_hook` decides: transport errors, 5xx and garbled bodies are
+  retried, a 4xx never, and a 429/418 after exactly its ``Retry-After`` when that is at most
+  :data:`~ost.pacing.MAX_WAIT_IN_RUN_S`.
 - ``OST_HTTP_TIMEOUT_S`` bounds each request as a whole, connect, headers and body
   (:mod:`ost.transport`): a body that trickles in is cut at the timeout.
 - An attempt walks ``OST_BINANCE_BASE_URLS`` from the host that last worked, moving on at a
@@ -32,20 +33,17 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import logging
 import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 import orjson
 import pandas as pd
-import stamina
-from stamina.instrumentation import RetryDetails, set_on_retry_hooks
 
 from ost import intervals, klines
 from ost.clock import (
@@ -63,18 +61,12 @@ from ost.errors import (
     BinanceRejected,
     BinanceUnavailable,
     HostsBanned,
-    InvalidCandle,
     RateLimited,
     RestrictedLocation,
 )
 from ost.klines import Columns
-from ost.pacing import (
-    DEFAULT_BAN_S,
-    MAX_WAIT_IN_RUN_S,
-    HostBans,
-    WeightPacer,
-    retry_after_s,
-)
+from ost.pacing import MAX_WAIT_IN_RUN_S, HostBans, WeightPacer
+from ost.retry import RATE_LIMITS, RETRY_LOG, rate_limit_wait, retrying
 from ost.timefmt import iso_ms
 from ost.transport import deadline_transport, request_deadline
 from ost.urls import host_of, split_credentials, url_label
@@ -95,60 +87,6 @@ _WINDOW_MS: Final = {"SECOND": 1_000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY"
 USER_AGENT: Final = "ost-ingest/0.1"
 #: Answers by which a host refuses this client itself, not the request: the next one is tried.
 REFUSALS: Final = {403: "refused by Binance's WAF", 451: "restricted location"}
-#: Answers that say "too many requests": rest ``Retry-After`` seconds (or take it as a ban).
-RATE_LIMITS: Final = {418: "IP banned", 429: "too many requests"}
-
-
-def retry_hook(exc: Exception) -> bool | float:
-    """Stamina's ``on=``: seconds to wait for 429/418, True for transient errors, else False.
-
-    Refusals and bans (:class:`BinanceRefused`, :class:`HostsBanned`) are not retried in the run.
-    """
-    if isinstance(exc, RateLimited):
-        return exc.retry_after
-    if isinstance(exc, InvalidCandle | BinanceRejected):
-        return False
-    return isinstance(exc, BinanceUnavailable | BadPayload)
-
-
-RETRY_LOG: Final = logging.getLogger("ost.retry")
-
-
-def log_retry(details: RetryDetails) -> None:
-    """One readable line per scheduled retry: when, which retry, and why.
-
-    stamina's own logging hook puts everything in ``extra`` and logs the bare event name
-    ``stamina.retry_scheduled``, which is all a plain handler (or none) shows.
-    """
-    cause = details.caused_by
-    RETRY_LOG.warning(
-        "retry %d in %.1f s after %s: %s",
-        details.retry_num,
-        details.wait_for,
-        type(cause).__name__,
-        cause,
-    )
-
-
-set_on_retry_hooks([log_retry])
-
-
-def attempts(
-    on: Callable[[Exception], bool | float], max_attempts: int
-) -> Iterable[stamina.Attempt]:
-    """The project's one retry policy: exponential backoff with jitter, bounded by attempts.
-
-    Backoff starts at 0.5 s and is capped at 10 s, plus up to 1 s of jitter; ``on`` decides what
-    is retried (and may return the seconds to wait, as for ``Retry-After``).
-    """
-    return stamina.retry_context(
-        on=on,
-        attempts=max_attempts,
-        timeout=None,
-        wait_initial=0.5,
-        wait_max=10.0,
-        wait_jitter=1.0,
-    )
 
 
 @dataclass
@@ -275,6 +213,8 @@ class BinanceClient:
         #: The base URLs by their labels (no credentials): what every message names.
         self.base_urls = [endpoint.label for endpoint in self.endpoints]
         self.max_attempts = max_attempts
+        #: Every request's retries (:func:`ost.retry.retrying`, the HTTP policy).
+        self._retry = retrying(max_attempts)
         self.timeout_s = timeout_s
         self.log = RequestLog()
         self._http = httpx.Client(
@@ -395,17 +335,18 @@ class BinanceClient:
         if end_ms is not None:
             params["endTime"] = end_ms - 1
         params["limit"] = limit
-        for attempt in self._attempts():
-            with attempt:
-                response = self._send(KLINES_PATH, params)
-                columns = klines.parse_columns(_json_of(response, KLINES_PATH), interval)
-                return KlinePage(
-                    columns,
-                    base_url=url_label(str(response.request.url)),
-                    request=response.request.url.raw_path.decode("ascii"),
-                    answered_at_ms=self.server_now_ms(),
-                )
-        raise AssertionError("unreachable: stamina raises after the last attempt")
+        return self._retry(self._kline_page_once, params, interval)
+
+    def _kline_page_once(self, params: dict[str, Any], interval: str) -> KlinePage:
+        """One attempt at a klines page (:meth:`kline_page`)."""
+        response = self._send(KLINES_PATH, params)
+        columns = klines.parse_columns(_json_of(response, KLINES_PATH), interval)
+        return KlinePage(
+            columns,
+            base_url=url_label(str(response.request.url)),
+            request=response.request.url.raw_path.decode("ascii"),
+            answered_at_ms=self.server_now_ms(),
+        )
 
     def closed_klines(
         self,
@@ -476,14 +417,8 @@ class BinanceClient:
 
     # ---- requests -----------------------------------------------------------------------------
 
-    def _attempts(self) -> Iterable[stamina.Attempt]:
-        return attempts(retry_hook, self.max_attempts)
-
     def _get_json(self, path: str, params: dict[str, Any]) -> Any:
-        for attempt in self._attempts():
-            with attempt:
-                return self._get_json_once(path, params)
-        raise AssertionError("unreachable: stamina raises after the last attempt")
+        return self._retry(self._get_json_once, path, params)
 
     def _get_json_once(self, path: str, params: dict[str, Any]) -> Any:
         return _json_of(self._send(path, params), path)
@@ -550,18 +485,13 @@ class BinanceClient:
         raise _none_answered(path, failures)
 
     def _retry_after(self, response: httpx.Response) -> float:
-        """The seconds a 429/418 asks to rest; for a missing or nonsensical value, a default.
+        """What a 429/418 asks to rest, by Binance's clock (:func:`ost.retry.rate_limit_wait`).
 
-        The default of a 429 is the rest of the weight window (what Binance's Retry-After is),
-        that of a 418 Binance's shortest ban (:data:`~ost.pacing.DEFAULT_BAN_S`).
+        A 429 without a usable value rests until this client's weight window turns over.
         """
-        default = (
-            DEFAULT_BAN_S
-            if response.status_code == 418
-            else min(self.pacer.seconds_to_turnover(), MAX_WAIT_IN_RUN_S)
-        )
         binance_now = dt.datetime.fromtimestamp(self.server_now_ms() / 1000, tz=dt.UTC)
-        return retry_after_s(response.headers.get("Retry-After"), now=binance_now, default=default)
+        window_rest = self.pacer.seconds_to_turnover()
+        return rate_limit_wait(response, now=binance_now, window_rest_s=window_rest)
 
     def _ban(self, endpoint: Endpoint, response: httpx.Response, wait: float) -> int:
         """Call ``endpoint``'s host no more for ``wait`` seconds, and say so; the ban's end.

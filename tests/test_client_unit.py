@@ -9,16 +9,16 @@ import httpx
 import pytest
 
 from ost import intervals, klines
-from ost.binance import BinanceClient, retry_hook
+from ost.binance import BinanceClient
 from ost.clock import LocalClock, system_ms
 from ost.errors import (
-    BadPayload,
     BinanceRejected,
     BinanceUnavailable,
     InvalidCandle,
     RateLimited,
 )
 from ost.pacing import WeightPacer
+from ost.retry import retry_hook
 
 MINUTE = 60_000
 T0 = 1_700_000_040_000  # aligned to the minute
@@ -100,16 +100,6 @@ def closed_opens(client: BinanceClient, interval: str, start_ms: int) -> list[in
 
 
 pytestmark = pytest.mark.usefixtures("fast_retries")
-
-
-def test_retry_hook_classifies_errors() -> None:
-    """4xx and impossible candles are final; 5xx, transport and garbled bodies retry."""
-    assert retry_hook(BinanceRejected("x", status=400)) is False
-    assert retry_hook(InvalidCandle("x")) is False
-    assert retry_hook(BinanceUnavailable("x")) is True
-    assert retry_hook(BadPayload("x")) is True
-    assert retry_hook(RateLimited("x", status=429, retry_after=7)) == 7
-    assert retry_hook(ValueError("x")) is False
 
 
 def test_4xx_is_never_retried() -> None:
