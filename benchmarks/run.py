@@ -377,7 +377,7 @@ def bench_many_streams(sim: SimHandle, scratch: Path) -> Row:
 
     Baseline: the same core taking the streams one at a time (each with its concurrent pages).
     """
-    from ost.backfill import backfill
+    from ost.backfill import backfill_streams
 
     sim.configure(now_ms=NOW, latency_ms=20)
     end = intervals.align("1d", NOW) - intervals.DAY_MS
@@ -395,7 +395,9 @@ def bench_many_streams(sim: SimHandle, scratch: Path) -> Row:
     def at_once() -> None:
         root = CandleStore(str(scratch / f"many-{next(runs)}"))
         with BinanceClient([sim.url]) as client:
-            results = backfill(client, root, streams, end - intervals.DAY_MS, end, source="api")
+            results = backfill_streams(
+                client, root, streams, end - intervals.DAY_MS, end, source="api"
+            )
         assert all(result.ok for result in results)
 
     baseline = median_of(3, one_by_one)

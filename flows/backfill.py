@@ -14,16 +14,15 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.clock import log_clock_skew
 from ost.args import FlowTime, flow_time_text, streams_and_range
+from ost.backfill import STREAMS_AT_ONCE
 from ost.intervals import ALL, IntervalChoice
 from ost.runtime import current_runtime
 from tasks.backfill import backfill_stream_task
 
-#: Streams backfilled at once within one run (they share one weight budget).
-MAX_PARALLEL_STREAMS = 2
-
-
-#: Prefect types the runner's futures more narrowly than ``flow`` accepts; the pairing is its own.
-TASK_RUNNER: Any = ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_STREAMS)
+#: Streams backfilled at once within one run, as ``ost backfill`` runs them (they share one
+#: weight budget and ``OST_MAX_CONCURRENCY`` requests in flight). Prefect types the runner's
+#: futures more narrowly than ``flow`` accepts; the pairing is its own.
+TASK_RUNNER: Any = ThreadPoolTaskRunner(max_workers=STREAMS_AT_ONCE)
 
 
 @flow(name="backfill", task_runner=TASK_RUNNER)
@@ -53,7 +52,7 @@ def backfill(
         end_ms=unmapped(end_ms),
         source=unmapped(source),
         progress_artifact=unmapped(artifact),
-        streams_at_once=unmapped(min(len(streams), MAX_PARALLEL_STREAMS)),
+        streams_at_once=unmapped(min(len(streams), STREAMS_AT_ONCE)),
     )
     rows, failed = [], []
     for (symbol, each), future in zip(streams, futures, strict=True):

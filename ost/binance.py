@@ -258,6 +258,14 @@ class BinanceClient:
         self.close()
 
     @property
+    def http(self) -> httpx.Client:
+        """The HTTP client it sends through (its pool, timeout, user agent), to share.
+
+        The backfill reads the archive through it, so one connection pool serves both.
+        """
+        return self._http
+
+    @property
     def base_url(self) -> str:
         """The label of the base URL that answered last (the one the next request tries first)."""
         return self.base_urls[self._preferred]

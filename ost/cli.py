@@ -228,15 +228,14 @@ def backfill(
     """Fill a range of candles, skipping what is already stored (the backfill flow's work)."""
     settings = _settings()
     streams, start_ms, end_ms = _request(settings, interval, symbols, days, start, end)
-    from ost.backfill import backfill as run_backfill
-    from ost.backfill import check_source
+    from ost.backfill import backfill_streams, check_source
     from ost.progress import terminal_progress
 
     with _bad_input_exits_2():
         check_source(source)
     runtime = _runtime(settings)
     with terminal_progress(streams) as progress:
-        results = run_backfill(
+        results = backfill_streams(
             runtime.client,
             runtime.store,
             streams,
@@ -375,7 +374,9 @@ def verify(
             runtime = _runtime(settings)
 
             def refetch(symbol: str, interval: str, start_ms: int, end_ms: int) -> int:
-                return runtime.backfill(symbol, interval, start_ms, end_ms, source="auto").written
+                return runtime.backfill_stream(
+                    symbol, interval, start_ms, end_ms, source="auto"
+                ).written
 
             repairs = repair_store(runtime.store, report, refetch)
             runtime.record_quarantined()

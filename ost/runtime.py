@@ -153,7 +153,7 @@ class Runtime:
         reading = self.clock_reading()
         return None if reading is None else reading.warning(self.settings.max_clock_skew)
 
-    def backfill(
+    def backfill_stream(
         self,
         symbol: str,
         interval: str,

@@ -1,4 +1,4 @@
-"""The per-stream backfill task: a thin wrapper of :func:`ost.backfill.backfill_stream`."""
+"""The per-stream backfill task: a thin wrapper of :meth:`ost.runtime.Runtime.backfill_stream`."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def backfill_stream_task(
     run share ``OST_MAX_CONCURRENCY`` requests in flight.
     """
     progress = SharedProgress.get(progress_artifact)
-    result = current_runtime().backfill(
+    result = current_runtime().backfill_stream(
         symbol,
         interval,
         start_ms,

@@ -18,7 +18,13 @@ import pytest
 from ost import intervals, klines
 from ost.archive import daily_file, monthly_file
 from ost.args import parse_time
-from ost.backfill import BackfillResult, backfill, backfill_stream, check_source, plan_archive
+from ost.backfill import (
+    BackfillResult,
+    backfill_stream,
+    backfill_streams,
+    check_source,
+    plan_archive,
+)
 from ost.binance import BinanceClient
 from ost.errors import BadInput
 from ost.gaps import ExchangeGapLog, intersect
@@ -240,7 +246,7 @@ def test_multi_stream_backfill_reports_a_failed_stream_and_goes_on(
     start, end = parse_time("2024-06-03"), parse_time("2024-06-05")
     calls: list[tuple[str, str, int, int]] = []
     done: list[BackfillResult] = []
-    results = backfill(
+    results = backfill_streams(
         client,
         store,
         [("NOTLISTED", "1h"), ("BTCUSDT", "1h")],
@@ -266,7 +272,7 @@ def test_streams_overlap_within_the_bound_on_requests_in_flight(
     client.sync_time()
     sim.configure(latency_ms=100)  # each stream alone would keep one request in flight
     sim.reset()
-    results = backfill(client, store, streams, start, end, source="api", workers=4)
+    results = backfill_streams(client, store, streams, start, end, source="api", workers=4)
     sim.configure(latency_ms=0)
     assert [(r.symbol, r.interval) for r in results] == streams
     assert all(r.ok for r in results)
