@@ -66,9 +66,8 @@ from ost.archive import (
     parse_zip,
 )
 from ost.binance import PAGE_LIMIT, BinanceClient
-from ost.errors import ArchiveError, BadInput, OstError
+from ost.errors import EXIT_FAILED, ArchiveError, BadInput, OstError
 from ost.gaps import (
-    EXIT_FAILED,
     CandleRange,
     ExchangeGapLog,
     GapReport,
@@ -85,6 +84,7 @@ from ost.gaps import (
     runs_of,
     subtract,
 )
+from ost.intervals import Stream
 from ost.paging import Page, read_range, read_step
 from ost.settings import DEFAULT_MAX_CONCURRENCY, load_settings
 from ost.store import CandleStore, Quarantined, split_by_partition
@@ -267,7 +267,7 @@ def refetch_quarantined(
 def backfill(
     client: BinanceClient,
     store: CandleStore,
-    streams: Sequence[tuple[str, str]],
+    streams: Sequence[Stream],
     start_ms: int,
     end_ms: int,
     *,
@@ -287,7 +287,7 @@ def backfill(
     chosen = check_source(source)
     at_once = max(1, min(len(streams), STREAMS_AT_ONCE, workers))
 
-    def run(stream: tuple[str, str]) -> BackfillResult:
+    def run(stream: Stream) -> BackfillResult:
         symbol, interval = stream
         started = time.perf_counter()
         try:
@@ -353,7 +353,7 @@ class RepairOutcome:
 def repair(
     client: BinanceClient,
     store: CandleStore,
-    streams: Sequence[tuple[str, str]],
+    streams: Sequence[Stream],
     start_ms: int,
     end_ms: int,
     *,
