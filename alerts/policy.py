@@ -52,10 +52,11 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import IntEnum, StrEnum
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ost import intervals
-from ost.ledger import LadderRecord, Stream, StreamState
+from ost.intervals import Stream
+from ost.ledger import StreamState
 from ost.settings import DEFAULT_STALE_GRACE
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ class LadderConfig:
     ) -> LadderConfig:
         """Every ``OST_SYMBOLS`` x ``OST_INTERVALS`` stream, ``OST_ESCALATION_*``, the grace."""
         return cls(
-            streams=tuple((s, i) for s in settings.symbols for i in settings.intervals),
+            streams=tuple(Stream(s, i) for s in settings.symbols for i in settings.intervals),
             thresholds=Thresholds(
                 monitor=settings.escalation_monitor_after,
                 alert=settings.escalation_alert_after,
@@ -133,7 +134,11 @@ class LadderConfig:
 
 @dataclass(frozen=True)
 class LadderState:
-    """What the ladder remembers between evaluations (persisted in the ledger)."""
+    """What the ladder remembers between evaluations, kept in the ledger as a JSON object.
+
+    The object is ``{"level": 0-3, "outage_since": Unix time or null, "notified": [names]}``
+    (:meth:`to_json`); the ledger stores it without reading it (:meth:`ost.ledger.Ledger.ladder`).
+    """
 
     level: Level = Level.NORMAL
     outage_since: dt.datetime | None = None
@@ -141,23 +146,29 @@ class LadderState:
     notified: frozenset[Kind] = frozenset()
 
     @classmethod
-    def from_record(cls, record: LadderRecord) -> LadderState:
-        """The state as the ledger stored it (unknown names are ignored)."""
+    def from_json(cls, data: Mapping[str, Any]) -> LadderState:
+        """The state that :meth:`to_json` made; an empty object (none kept) is the initial one.
+
+        A level out of range is clamped, and an unknown name in ``notified`` is ignored.
+        """
         known = {kind.value: kind for kind in NOTIFIED_LEVELS}
+        since = data.get("outage_since")
         return cls(
-            level=Level(max(Level.NORMAL, min(Level.ESCALATE, record.level))),
-            outage_since=record.outage_since,
-            notified=frozenset(known[name] for name in record.notified if name in known),
+            level=Level(max(Level.NORMAL, min(Level.ESCALATE, int(data.get("level", 0))))),
+            outage_since=None if since is None else dt.datetime.fromtimestamp(since, tz=dt.UTC),
+            notified=frozenset(known[name] for name in data.get("notified", ()) if name in known),
         )
 
-    def to_record(self, at: dt.datetime) -> LadderRecord:
-        """The state as the ledger stores it."""
-        return LadderRecord(
-            level=int(self.level),
-            outage_since=self.outage_since,
-            notified=frozenset(kind.value for kind in self.notified),
-            updated_at=at,
-        )
+    def to_json(self) -> dict[str, Any]:
+        """The state as the ledger keeps it; a naive ``outage_since`` is refused, not guessed."""
+        since = self.outage_since
+        if since is not None and since.tzinfo is None:
+            raise ValueError(f"{since!r} is naive: the ladder keeps aware datetimes")
+        return {
+            "level": int(self.level),
+            "outage_since": None if since is None else since.timestamp(),
+            "notified": sorted(kind.value for kind in self.notified),
+        }
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,8 @@ from alerts.policy import (
 from ost import intervals
 from ost.errors import OstError
 from ost.gaps import check_gaps
-from ost.ledger import Ledger, Stream, StreamState, utcnow
+from ost.intervals import Stream
+from ost.ledger import Ledger, StreamState, utcnow
 from ost.store import CandleStore
 
 if TYPE_CHECKING:
@@ -243,7 +244,7 @@ def run_watchdog(
             )
     except filelock.Timeout:
         log.warning("Another watchdog evaluation holds %s: this one sends nothing.", lock.lock_file)
-        ladder = LadderState.from_record(ledger.ladder())
+        ladder = LadderState.from_json(ledger.ladder())
         states = observed_states(ledger.stream_states(), store, config.streams)
         return WatchdogReport(evaluate(now, config, states, ladder), (), ladder, skipped=True)
 
@@ -259,7 +260,7 @@ def ladder_status(
     """Where the ladder stands at ``now``, read-only: for ``ost status``."""
     ledger = ledger or Ledger.for_settings(settings)
     store = store if store is not None else CandleStore(settings.data_dir)
-    ladder = LadderState.from_record(ledger.ladder())
+    ladder = LadderState.from_json(ledger.ladder())
     config = LadderConfig.from_settings(settings, cadence)
     states = observed_states(ledger.stream_states(), store, config.streams)
     return LadderStatus(evaluate(now or utcnow(), config, states, ladder), ladder)
@@ -276,7 +277,7 @@ def _evaluate_and_send(
     gaps_check: GapsCheck | None,
 ) -> WatchdogReport:
     ledger.ensure_streams(config.streams, now)
-    ladder = LadderState.from_record(ledger.ladder())
+    ladder = LadderState.from_json(ledger.ladder())
     states = observed_states(ledger.stream_states(), store, config.streams)
     evaluation = evaluate(now, config, states, ladder)
     if any(m.kind is Kind.RECOVERY for m in evaluation.messages) and ladder.outage_since:
@@ -286,7 +287,7 @@ def _evaluate_and_send(
             gaps = outage_gaps(store, config, ladder.outage_since, states, now)
         evaluation = evaluate(now, config, states, ladder, gaps=gaps)
     state = evaluation.state
-    ledger.save_ladder(state.to_record(now))
+    ledger.save_ladder(state.to_json(), at=now)
     deliveries: list[tuple[Message, Delivery]] = []
     if evaluation.messages:
         notifier = notifier or _notifier(settings, ledger)
@@ -295,7 +296,7 @@ def _evaluate_and_send(
             deliveries.append((message, delivery))
             if delivery.settled:
                 state = mark_sent(state, message)
-                ledger.save_ladder(state.to_record(now))
+                ledger.save_ladder(state.to_json(), at=now)
     _log_summary(evaluation, deliveries)
     return WatchdogReport(evaluation, tuple(deliveries), state)
 

@@ -15,7 +15,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.clock import log_clock_skew
 from ost.args import FlowTime, flow_time_text, streams_and_range
 from ost.backfill import STREAMS_AT_ONCE
-from ost.intervals import ALL, IntervalChoice
+from ost.intervals import ALL, IntervalChoice, Stream
 from ost.runtime import current_runtime
 from tasks.backfill import backfill_stream_task
 
@@ -76,7 +76,7 @@ def streams_and_range_of(
     start: dt.datetime | dt.date | None,
     end: dt.datetime | dt.date | None,
     symbols: list[str] | None,
-) -> tuple[list[tuple[str, str]], int, int]:
+) -> tuple[list[Stream], int, int]:
     """Streams and range from the flow's parameters, as the CLI resolves them."""
     return streams_and_range(
         current_runtime().settings,

@@ -18,6 +18,8 @@ from prefect.client.schemas.responses import DeploymentResponse
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import get_current_settings
 
+from ost.errors import EXIT_BAD_INPUT, EXIT_OK
+
 INGEST_DEPLOYMENT = "ingest-all/scheduled"
 WORK_POOL = "ost-pool"
 
@@ -120,20 +122,20 @@ def _main(argv: list[str]) -> int:
     if argv == ["ensure-pool"]:
         created = ensure_work_pool()
         print(f"work pool {WORK_POOL}: {'created' if created else 'exists'}")  # CLI
-        return 0
+        return EXIT_OK
     if argv == ["after-deploy"]:
         disabled = load_settings().disable_scheduler
         state = reassert_pauses(force=disabled)
         why = " (OST_DISABLE_SCHEDULER=true)" if disabled else ""
         print(f"{state.deployment}: {'paused' if state.paused else 'scheduled'}{why}")
-        return 0
+        return EXIT_OK
     if argv == ["run-now"]:
         name = run_now()
         done = f"flow run {name!r} created" if name else "paused or not deployed, no run started"
         print(f"{INGEST_DEPLOYMENT}: {done}")
-        return 0
+        return EXIT_OK
     print("usage: python -m flows.control ensure-pool|after-deploy|run-now", file=sys.stderr)
-    return 2
+    return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

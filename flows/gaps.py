@@ -12,10 +12,9 @@ from prefect.states import Completed, Failed
 from flows.backfill import streams_and_range_of
 from flows.clock import log_clock_skew
 from ost.args import FlowTime
+from ost.errors import EXIT_FAILED, EXIT_GAPS
 from ost.intervals import IntervalChoice
 from ost.runtime import current_runtime
-
-EXIT_OK, EXIT_ERROR, EXIT_GAPS = 0, 1, 3
 
 
 @flow(name="check-gaps")
@@ -43,6 +42,6 @@ def check_gaps(
     log_clock_skew()
     create_markdown_artifact(report.to_markdown(), key="gap-report", description="ost gaps")
     summary = f"{report.as_dict()['missing_candles']} candles missing in {len(streams)} streams"
-    if status == EXIT_ERROR or ((repair or recheck) and status == EXIT_GAPS):
+    if status == EXIT_FAILED or ((repair or recheck) and status == EXIT_GAPS):
         return Failed(message=summary)
     return Completed(message=summary)

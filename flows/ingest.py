@@ -12,6 +12,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.clock import log_clock_skew
 from ost.args import parse_intervals, parse_symbols
+from ost.intervals import Stream
 from ost.runtime import current_runtime
 from tasks.ingest import ingest_stream_task
 
@@ -41,7 +42,7 @@ def record_run_failure(
     )
 
 
-def _streams(symbols: list[str] | None, intervals: list[str] | None) -> list[tuple[str, str]]:
+def _streams(symbols: list[str] | None, intervals: list[str] | None) -> list[Stream]:
     """The streams a run covers: its parameters, or the configured symbols and intervals."""
     runtime = current_runtime()
     chosen_symbols = parse_symbols(",".join(symbols) if symbols else None, runtime.settings)

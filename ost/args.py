@@ -19,6 +19,7 @@ from pydantic import BeforeValidator
 
 from ost import intervals
 from ost.errors import BadInput
+from ost.intervals import Stream
 from ost.settings import Settings, split_commas
 
 
@@ -130,10 +131,10 @@ def streams_and_range(
     start: str | None,
     end: str | None,
     now_ms: int,
-) -> tuple[list[tuple[str, str]], int, int]:
+) -> tuple[list[Stream], int, int]:
     """The streams and the ``[start, end)`` range that a backfill or a gap check names."""
     chosen_symbols = parse_symbols(symbols, settings)
     chosen_intervals = parse_intervals(interval, settings)
     start_ms, end_ms = time_range(days, start, end, now_ms)
-    streams = [(symbol, each) for symbol in chosen_symbols for each in chosen_intervals]
+    streams = [Stream(symbol, each) for symbol in chosen_symbols for each in chosen_intervals]
     return streams, start_ms, end_ms

@@ -12,12 +12,15 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from ost.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+
 if TYPE_CHECKING:
     from rich.console import Console
 
     from ost.backfill import BackfillResult
     from ost.clock import ClockReading
     from ost.ingest import StreamOutcome
+    from ost.intervals import Stream
     from ost.ledger import Ledger, LedgerHealth
     from ost.runtime import Runtime
     from ost.settings import Settings
@@ -29,9 +32,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
 
 SymbolsOption = Annotated[
     str | None, typer.Option("--symbols", help="Comma-separated symbols (default OST_SYMBOLS).")
@@ -196,7 +196,7 @@ def _request(
     days: float | None,
     start: str | None,
     end: str | None,
-) -> tuple[list[tuple[str, str]], int, int]:
+) -> tuple[list[Stream], int, int]:
     import time
 
     from ost.args import streams_and_range
@@ -297,9 +297,6 @@ def _print_backfill(results: list[BackfillResult]) -> None:
     for result in results:
         if not result.ok:
             _print_problem(console, result.symbol, result.interval, _problem(result))
-
-
-EXIT_GAPS_REMAIN = 3
 
 
 @app.command()
@@ -785,11 +782,11 @@ def main() -> None:
     try:
         status = app(standalone_mode=False)
     except typer.Abort:
-        raise SystemExit(130) from None
+        raise SystemExit(EXIT_INTERRUPTED) from None
     except _UsageError as exc:
         message = exc.format_message()  # type: ignore[attr-defined]  # click's UsageError API
         _fail_now(message, EXIT_BAD_INPUT)
-    raise SystemExit(status if isinstance(status, int) else 0)
+    raise SystemExit(status if isinstance(status, int) else EXIT_OK)
 
 
 def _fail_now(message: str, code: int) -> NoReturn:

@@ -30,12 +30,26 @@ what they did: :class:`ost.ledger.Bookkeeping` turns it into a warning, a count 
 ``ost_ledger_errors_total{reason}`` and a line of ``ost status``, because the candles come first.
 :class:`PartitionCorrupt` is caught only to heal the store (:meth:`ost.store.CandleStore.healing`):
 the file is moved to the quarantine and its range fetched again, or the stream fails.
+
+The exit statuses that errors and reports end in (``EXIT_*``, ``docs/CONTRACT.md``) are here
+too, each once, for the commands, the flows and the reports that compute one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import ClassVar
+from typing import ClassVar, Final
+
+#: Everything done, nothing wrong.
+EXIT_OK: Final = 0
+#: A stream, a check or a delivery failed (the others were still done).
+EXIT_FAILED: Final = 1
+#: A bad argument or setting (:class:`BadInput`), or a usage error: before any request or write.
+EXIT_BAD_INPUT: Final = 2
+#: ``ost gaps``: every stream was checked, and candles are missing.
+EXIT_GAPS: Final = 3
+#: Stopped by Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED: Final = 130
 
 
 class OstError(Exception):

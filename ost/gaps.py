@@ -50,15 +50,13 @@ import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
 from ost import clock, intervals, klines
-from ost.errors import OstError, StoreCorrupt, StoreError
+from ost.errors import EXIT_FAILED, EXIT_GAPS, EXIT_OK, OstError, StoreCorrupt, StoreError
+from ost.intervals import Stream
 from ost.store import CandleStore, replace_atomically, write_bytes_synced
 
 #: A half-open range ``[start_ms, end_ms)`` of open times; both bounds are open times.
 Range = tuple[int, int]
 
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_GAPS: Final = 3
 GAPS_DIR: Final = "gaps"
 GAPS_FILE: Final = "exchange_gaps.json"
 #: Format 2 gives every gap its evidence; format 1 (no evidence) is still read.
@@ -580,7 +578,7 @@ def check_gaps(  # noqa: PLR0917  # the signature promised to the CLI and the fl
 
 def gap_report(
     store: CandleStore,
-    streams: Sequence[tuple[str, str]],
+    streams: Sequence[Stream],
     start_ms: int,
     end_ms: int,
     now_ms: int,
@@ -593,7 +591,7 @@ def gap_report(
 
 
 def _check_or_report(
-    store: CandleStore, stream: tuple[str, str], start_ms: int, end_ms: int, now_ms: int
+    store: CandleStore, stream: Stream, start_ms: int, end_ms: int, now_ms: int
 ) -> StreamGaps:
     symbol, interval = stream
     try:

@@ -23,6 +23,7 @@ from ost.backfill import refetch_quarantined
 from ost.binance import BinanceClient
 from ost.errors import Incomplete, OstError, StoreError
 from ost.gaps import ExchangeGapLog, incomplete_line
+from ost.intervals import Stream
 from ost.paging import Findings
 from ost.store import CandleStore, Quarantined
 
@@ -151,7 +152,7 @@ def _stored_last_open(store: CandleStore, symbol: str, interval: str) -> int | N
 def ingest_all(
     client: BinanceClient,
     store: CandleStore,
-    streams: Iterable[tuple[str, str]],
+    streams: Iterable[Stream],
     *,
     lookback_days: float,
     on_outcome: Callable[[StreamOutcome], None] | None = None,

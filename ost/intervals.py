@@ -1,5 +1,7 @@
 """Binance kline intervals: validation, alignment and the time partition each one is stored in.
 
+A :class:`Stream` is a symbol at an interval, the one value that names a stream everywhere.
+
 All times here are integer milliseconds since the epoch, UTC. ``1w`` candles open on Monday
 00:00 UTC and ``1M`` candles on the 1st of the month, as Binance aligns them.
 """
@@ -9,7 +11,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import re
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
 from ost.errors import BadInput
 
@@ -50,6 +52,17 @@ else:
     IntervalChoice = Literal[(ALL, *INTERVALS)]
 
 _SYMBOL_RE: Final = re.compile(r"^[A-Z0-9]{2,20}$")
+
+
+class Stream(NamedTuple):
+    """One kline stream: a symbol at an interval.
+
+    A tuple, so it unpacks, compares, hashes and serializes as ``(symbol, interval)``: a key
+    or a row written from a plain pair reads back equal to it.
+    """
+
+    symbol: str
+    interval: str
 
 
 def check_symbol(symbol: str) -> str:

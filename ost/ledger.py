@@ -21,7 +21,10 @@ uptime:
   short error, the last stored candle's open time.
 - ``gauges``: Binance's last reported used weight; the clock skew last measured per host; per
   host, until when it is banned (not called before, see :class:`ost.pacing.HostBans`).
-- ``ladder``: the escalation ladder's persisted state per scope (see :mod:`alerts.policy`).
+- ``ladder_state``: the escalation ladder's state per scope, a JSON object that
+  :mod:`alerts.policy` makes and reads; the ledger never looks inside it. An earlier version
+  kept the same fields as the columns of a ``ladder`` table: such a row reads as the same object
+  until the ladder saves its state again.
 
 No apprise URL, token or other secret is ever written here.
 
@@ -63,6 +66,7 @@ import filelock
 
 from ost.clock import ClockReading
 from ost.errors import LedgerUnavailable
+from ost.intervals import Stream
 
 if TYPE_CHECKING:
     from ost.binance import RequestLog
@@ -110,7 +114,6 @@ _T = TypeVar("_T")
 
 #: Labels as sorted (name, value) pairs: hashable, and the same whatever the order given.
 Labels = tuple[tuple[str, str], ...]
-Stream = tuple[str, str]
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS counters (
@@ -138,11 +141,9 @@ CREATE TABLE IF NOT EXISTS streams (
     last_open_ms INTEGER,
     PRIMARY KEY (symbol, interval)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS ladder (
+CREATE TABLE IF NOT EXISTS ladder_state (
     scope TEXT PRIMARY KEY,
-    level INTEGER NOT NULL,
-    outage_since REAL,
-    notified TEXT NOT NULL,
+    state TEXT NOT NULL,
     updated_at REAL NOT NULL
 ) WITHOUT ROWID;
 """
@@ -211,16 +212,6 @@ class StreamState:
 
 
 @dataclass(frozen=True)
-class LadderRecord:
-    """The escalation ladder's persisted state for one scope (see :mod:`alerts.policy`)."""
-
-    level: int = 0
-    outage_since: dt.datetime | None = None
-    notified: frozenset[str] = frozenset()
-    updated_at: dt.datetime | None = None
-
-
-@dataclass(frozen=True)
 class LedgerHealth:
     """Whether ingestion can record in the ledger (``fault`` None), or why not and since when."""
 
@@ -252,7 +243,8 @@ class LedgerSnapshot:
     streams: dict[Stream, StreamState]
     counters: dict[str, dict[Labels, int]]
     gauges: dict[str, dict[Labels, float]]
-    ladders: dict[str, LadderRecord]
+    #: The ladder's state by scope, as :meth:`Ledger.save_ladder` kept it.
+    ladders: dict[str, dict[str, Any]]
 
 
 def ledger_path(data_dir: str) -> Path:
@@ -402,7 +394,7 @@ class Ledger:
                     error=short_error(error),
                     open_ms=None,
                 )
-                marked.append((symbol, interval))
+                marked.append(Stream(symbol, interval))
             self._add(db, RUN_FAILURES, {"reason": label}, 1)
         return marked
 
@@ -485,19 +477,17 @@ class Ledger:
                 [(symbol, interval, epoch) for symbol, interval in streams],
             )
 
-    def save_ladder(self, record: LadderRecord, scope: str = OVERALL) -> None:
-        """Persist the escalation ladder's state for ``scope``."""
+    def save_ladder(
+        self, state: Mapping[str, Any], scope: str = OVERALL, at: dt.datetime | None = None
+    ) -> None:
+        """Keep the escalation ladder's ``state`` for ``scope``, as of ``at`` (default now).
+
+        ``state`` is a JSON object that :mod:`alerts.policy` makes; the ledger stores it as is.
+        """
         with self._transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO ladder (scope, level, outage_since, notified, updated_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (
-                    scope,
-                    record.level,
-                    None if record.outage_since is None else _epoch(record.outage_since),
-                    ",".join(sorted(record.notified)),
-                    _epoch(record.updated_at or utcnow()),
-                ),
+                "INSERT OR REPLACE INTO ladder_state (scope, state, updated_at) VALUES (?, ?, ?)",
+                (scope, json.dumps(dict(state), sort_keys=True), _epoch(at or utcnow())),
             )
 
     # ---- reading ----------------------------------------------------------------------------
@@ -530,10 +520,10 @@ class Ledger:
             ).fetchone()
         return float(row[0]) if row else None
 
-    def ladder(self, scope: str = OVERALL) -> LadderRecord:
-        """The escalation ladder's persisted state for ``scope`` (the initial one if none)."""
+    def ladder(self, scope: str = OVERALL) -> dict[str, Any]:
+        """The escalation ladder's state last kept for ``scope``; empty if none was."""
         with self._connection() as db:
-            return _read_ladders(db).get(scope, LadderRecord())
+            return _read_ladders(db).get(scope, {})
 
     def snapshot(self) -> LedgerSnapshot:
         """Everything at once, from one consistent read transaction."""
@@ -952,7 +942,8 @@ _SQLITE_FAULTS: Final = (
     (("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH"), READ_ONLY),
     (("SQLITE_FULL",), FULL),
 )
-_LEDGER_TABLES: Final = frozenset({"counters", "gauges", "streams", "ladder"})
+#: The tables of every ledger, whichever version made it (``ladder_state`` is newer).
+_LEDGER_TABLES: Final = frozenset({"counters", "gauges", "streams"})
 
 
 def _error_name(exc: BaseException) -> str:
@@ -1062,7 +1053,7 @@ def _read_streams(db: sqlite3.Connection) -> dict[Stream, StreamState]:
         " last_reason, last_error, last_open_ms FROM streams ORDER BY symbol, interval"
     ).fetchall()
     return {
-        (row[0], row[1]): StreamState(
+        Stream(row[0], row[1]): StreamState(
             symbol=row[0],
             interval=row[1],
             known_since=_datetime(row[2]),
@@ -1091,14 +1082,16 @@ def _read_gauges(db: sqlite3.Connection) -> dict[str, dict[Labels, float]]:
     return gauges
 
 
-def _read_ladders(db: sqlite3.Connection) -> dict[str, LadderRecord]:
-    rows = db.execute("SELECT scope, level, outage_since, notified, updated_at FROM ladder")
-    return {
-        scope: LadderRecord(
-            level=int(level),
-            outage_since=_datetime(outage_since),
-            notified=frozenset(item for item in notified.split(",") if item),
-            updated_at=_datetime(updated_at),
-        )
-        for scope, level, outage_since, notified, updated_at in rows
-    }
+def _read_ladders(db: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    """The ladder's state by scope; a scope kept only in an older ledger's columns too."""
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    ladders: dict[str, dict[str, Any]] = {}
+    if "ladder" in tables:  # the older ledger's columns, as the JSON object they meant
+        rows = db.execute("SELECT scope, level, outage_since, notified FROM ladder")
+        for scope, level, outage_since, notified in rows:
+            names = sorted(name for name in notified.split(",") if name)
+            ladders[scope] = {"level": level, "outage_since": outage_since, "notified": names}
+    if "ladder_state" in tables:
+        for scope, state in db.execute("SELECT scope, state FROM ladder_state"):
+            ladders[scope] = json.loads(state)
+    return ladders

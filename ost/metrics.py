@@ -36,7 +36,8 @@ from alerts.policy import Evaluation, LadderConfig, LadderState, evaluate
 from alerts.watchdog import observed_states
 from ost import ledger as ledger_names
 from ost.errors import StoreError
-from ost.ledger import Labels, LadderRecord, Ledger, LedgerSnapshot, Stream, StreamState, utcnow
+from ost.intervals import Stream
+from ost.ledger import Labels, Ledger, LedgerSnapshot, StreamState, utcnow
 from ost.store import CandleStore
 
 if TYPE_CHECKING:
@@ -108,8 +109,8 @@ class LedgerCollector(Collector):
         for name, (metric, documentation, labels) in COUNTERS.items():
             yield _counter(metric, documentation, labels, snapshot.counters.get(name, {}))
         yield from self._stream_gauges(states)
-        record = snapshot.ladders.get(ledger_names.OVERALL, LadderRecord())
-        evaluation = evaluate(self.clock(), self.config, states, LadderState.from_record(record))
+        ladder = LadderState.from_json(snapshot.ladders.get(ledger_names.OVERALL, {}))
+        evaluation = evaluate(self.clock(), self.config, states, ladder)
         yield from self._escalation(evaluation)
         yield from _freshness(evaluation)
         yield _used_weight(snapshot)

@@ -8,11 +8,12 @@ from collections.abc import Iterator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ost.backfill import StreamProgress
+from ost.intervals import Stream
 
 
 @contextlib.contextmanager
 def terminal_progress(
-    streams: list[tuple[str, str]], *, quiet: bool = False
+    streams: list[Stream], *, quiet: bool = False
 ) -> Iterator[StreamProgress | None]:
     """A ``progress(symbol, interval, done, total)`` callback that drives rich bars."""
     if quiet:
@@ -29,7 +30,8 @@ def terminal_progress(
 
     def progress(symbol: str, interval: str, done: int, total: int) -> None:
         # A stream with nothing missing is complete, not at 0 of 1.
-        bars.update(tasks[(symbol, interval)], completed=done if total else 1, total=max(total, 1))
+        task = tasks[Stream(symbol, interval)]
+        bars.update(task, completed=done if total else 1, total=max(total, 1))
 
     with bars:
         yield progress

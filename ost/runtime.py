@@ -21,11 +21,10 @@ from ost.clock import ClockReading
 from ost.errors import BadInput
 from ost.gaps import GapReport, gap_report
 from ost.ingest import StreamOutcome, ingest_all, ingest_or_report
+from ost.intervals import Stream
 from ost.ledger import Bookkeeping, Ledger
 from ost.settings import Settings, load_settings
 from ost.store import CandleStore
-
-Stream = tuple[str, str]
 
 
 @dataclass
@@ -67,7 +66,7 @@ class Runtime:
     ) -> list[Stream]:
         """Every (symbol, interval) pair, by default the configured ones."""
         return [
-            (symbol, interval)
+            Stream(symbol, interval)
             for symbol in symbols or self.settings.symbols
             for interval in intervals or self.settings.intervals
         ]
@@ -106,7 +105,9 @@ class Runtime:
 
     def record_quarantined(self) -> None:
         """Count in the ledger the files the store moved to its quarantine since the last call."""
-        moved = [(each.symbol or "", each.interval or "") for each in self.store.take_quarantined()]
+        moved = [
+            Stream(each.symbol or "", each.interval or "") for each in self.store.take_quarantined()
+        ]
         if moved:
             self.bookkeeping.record(
                 "the files quarantined", lambda ledger: ledger.record_quarantined(moved)

@@ -79,6 +79,7 @@ from ost.errors import (
     StoreError,
     StreamLocked,
 )
+from ost.intervals import Stream
 from ost.settings import load_settings
 
 __all__ = [
@@ -734,11 +735,11 @@ class CandleStore:
             if self.backend.exists(self._path(symbol, interval, period))
         ]
 
-    def streams(self) -> list[tuple[str, str]]:
-        """The (symbol, interval) pairs that have a directory in the store, sorted."""
+    def streams(self) -> list[Stream]:
+        """The streams that have a directory in the store, sorted."""
         root = klines_dir(self.backend.root)
         return [
-            (symbol, interval)
+            Stream(symbol, interval)
             for symbol_name in self.backend.list_names(root)
             if (symbol := _valid(intervals.check_symbol, _key_value(symbol_name, "symbol")))
             for interval_name in self.backend.list_names(posixpath.join(root, symbol_name))

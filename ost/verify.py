@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from ost import intervals, klines
-from ost.errors import InvalidCandle, OstError, StoreCorrupt
+from ost.errors import EXIT_FAILED, EXIT_OK, InvalidCandle, OstError, StoreCorrupt
 from ost.gaps import (
     ExchangeGapLog,
     Range,
@@ -58,6 +58,7 @@ from ost.gaps import (
     missing_ranges,
     subtract,
 )
+from ost.intervals import Stream
 from ost.store import (
     KLINES_DIR,
     QUARANTINE_DIR,
@@ -167,7 +168,7 @@ class Report:
 
     def exit_status(self) -> int:
         """0 when the store is clean, 1 when it is not."""
-        return 0 if self.clean else 1
+        return EXIT_OK if self.clean else EXIT_FAILED
 
     def missing_readers(self) -> list[str]:
         """The optional readers that are not installed."""
@@ -537,7 +538,7 @@ def repair(store: CandleStore, report: Report, refetch: Refetch) -> list[Repair]
     readers = _Readers(store)
     root = store.backend.root
     repairs: list[Repair] = []
-    ranges: dict[tuple[str, str], list[Range]] = {}
+    ranges: dict[Stream, list[Range]] = {}
     partitions = {
         (finding.symbol, finding.interval, finding.period)
         for finding in report.findings
@@ -551,7 +552,7 @@ def repair(store: CandleStore, report: Report, refetch: Refetch) -> list[Repair]
         record = store.quarantine(symbol, interval, period, check=check)
         if record is not None and record.range_ms is not None:
             repairs.append(Repair("quarantined", record.path, record.moved_to, symbol, interval))
-            ranges.setdefault((symbol, interval), []).append(record.range_ms)
+            ranges.setdefault(Stream(symbol, interval), []).append(record.range_ms)
     for finding in report.findings:
         path = posixpath.join(root, finding.path)
         if finding.kind == "foreign":
@@ -571,7 +572,7 @@ def repair(store: CandleStore, report: Report, refetch: Refetch) -> list[Repair]
             if parsed is not None:  # the backfill fetches only what is missing of the range
                 partition = (finding.symbol, finding.interval, finding.period)
                 span = _quarantined_range(partition, parsed[0], None)
-                ranges.setdefault((finding.symbol, finding.interval), []).append(span)
+                ranges.setdefault(Stream(finding.symbol, finding.interval), []).append(span)
     for (symbol, interval), todo in sorted(ranges.items()):
         for start, end in merged(todo):
             repairs.append(_refetched(refetch, symbol, interval, start, end))

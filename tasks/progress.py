@@ -10,6 +10,8 @@ from uuid import UUID
 
 from prefect.artifacts import update_progress_artifact
 
+from ost.intervals import Stream
+
 #: Update the artifact at most this often (each update is an API call).
 MIN_UPDATE_INTERVAL_S = 1.0
 
@@ -22,7 +24,7 @@ class SharedProgress:
 
     def __init__(self, artifact_id: UUID) -> None:
         self.artifact_id = artifact_id
-        self._streams: dict[tuple[str, str], tuple[int, int]] = {}
+        self._streams: dict[Stream, tuple[int, int]] = {}
         self._lock = threading.Lock()
         self._last_update = 0.0
 
@@ -45,7 +47,7 @@ class SharedProgress:
     def report(self, symbol: str, interval: str, done: int, total: int) -> None:
         """Record a stream's progress, and update the artifact if it is time to."""
         with self._lock:
-            self._streams[(symbol, interval)] = (done, total)
+            self._streams[Stream(symbol, interval)] = (done, total)
             finished = done >= total
             now = time.monotonic()
             if not finished and now - self._last_update < MIN_UPDATE_INTERVAL_S:

@@ -23,7 +23,7 @@ from candles import FASTPARQUET_VALUES, make_candles
 from typer.testing import CliRunner
 
 from alerts.notify import Delivery, Notifier, send_test
-from alerts.policy import Kind, Level, Message, OutageGaps
+from alerts.policy import Kind, LadderState, Level, Message, OutageGaps
 from alerts.watchdog import ladder_status, run_watchdog
 from ost.cli import app
 from ost.errors import NotifyError
@@ -216,7 +216,7 @@ def test_ladder_status_reads_without_writing(tmp_path: Path) -> None:
     assert status.level is Level.ALERT
     (stream,) = status.evaluation.streams
     assert (stream.symbol, stream.down_since) == ("BTCUSDT", NOW)
-    assert ledger.ladder().updated_at is None
+    assert ledger.ladder() == {}
     data = json.loads(json.dumps(status.to_dict()))
     assert data["level"] == "alert"
     assert data["streams"][0]["failing_since"] == "2026-11-03T12:00:00+00:00"
@@ -392,4 +392,4 @@ def test_real_outage_alerts_once_escalates_once_recovers_once(
     assert "Gaps healed" in recovery.body["message"]
     for kind, count in (("alert", 1), ("escalate", 1), ("recovery", 1)):
         assert ledger.counter(NOTIFICATIONS, level=kind, result="sent") == count
-    assert Ledger.for_settings(settings).ladder().notified == frozenset()
+    assert LadderState.from_json(Ledger.for_settings(settings).ladder()).notified == frozenset()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -235,10 +236,19 @@ def test_stream_never_ingested_counts_from_first_sighting() -> None:
     assert stream_health(T0 + 999 * MIN, CONFIG, unknown).down_since is None
 
 
-def test_ladder_state_survives_the_ledger_record() -> None:
-    """A LadderState written as a ledger record reads back equal."""
+def test_ladder_state_survives_its_json() -> None:
+    """A LadderState kept as its JSON object reads back equal; nothing kept is the initial one."""
     state = LadderState(Level.ESCALATE, T0, frozenset({Kind.ALERT, Kind.ESCALATE}))
-    assert LadderState.from_record(state.to_record(T0)) == state
+    kept = json.loads(json.dumps(state.to_json()))
+    assert kept == {"level": 3, "outage_since": T0.timestamp(), "notified": ["alert", "escalate"]}
+    assert LadderState.from_json(kept) == state
+    assert LadderState.from_json({}) == LadderState()
+
+
+def test_ladder_state_clamps_a_level_and_ignores_unknown_names() -> None:
+    """A level out of range is clamped and an unknown notified name ignored, as before."""
+    state = LadderState.from_json({"level": 7, "outage_since": None, "notified": ["alert", "x"]})
+    assert state == LadderState(Level.ESCALATE, None, frozenset({Kind.ALERT}))
 
 
 def test_human_durations() -> None:

@@ -27,8 +27,8 @@ from ost import intervals, klines
 from ost.args import parse_time
 from ost.backfill import backfill_stream, repair
 from ost.binance import BinanceClient
-from ost.errors import Incomplete
-from ost.gaps import EXIT_GAPS, EXIT_OK, ExchangeGapLog, check_gaps
+from ost.errors import EXIT_GAPS, EXIT_OK, Incomplete
+from ost.gaps import ExchangeGapLog, check_gaps
 from ost.ingest import ingest_or_report
 from ost.paging import read_range
 from ost.sim import SimHandle, market

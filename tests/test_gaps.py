@@ -17,10 +17,8 @@ from ost import intervals, klines
 from ost.args import parse_time
 from ost.backfill import backfill_stream, repair
 from ost.binance import BinanceClient
+from ost.errors import EXIT_FAILED, EXIT_GAPS, EXIT_OK
 from ost.gaps import (
-    EXIT_FAILED,
-    EXIT_GAPS,
-    EXIT_OK,
     CandleRange,
     Evidence,
     ExchangeGapLog,

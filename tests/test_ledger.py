@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from alerts.policy import Kind, LadderState, Level
 from ost.binance import RequestLog
 from ost.errors import LedgerUnavailable, StoreError
 from ost.ingest import StreamOutcome
@@ -28,7 +29,6 @@ from ost.ledger import (
     RUN_FAILURES,
     USED_WEIGHT,
     Bookkeeping,
-    LadderRecord,
     Ledger,
     bounded_label,
     ledger_path,
@@ -202,12 +202,43 @@ def test_run_failure_marks_only_streams_without_an_outcome(ledger: Ledger) -> No
 
 
 def test_ladder_state_round_trip(ledger: Ledger) -> None:
-    """The ladder's state reads back as saved, per scope; an unknown scope reads as initial."""
-    assert ledger.ladder() == LadderRecord()
-    record = LadderRecord(3, T0, frozenset({"alert", "escalate"}), T0 + MIN)
-    ledger.save_ladder(record)
-    assert ledger.ladder() == record
-    assert ledger.ladder("other") == LadderRecord()
+    """The ladder's state reads back as saved, unread, per scope; an unknown scope reads empty."""
+    assert ledger.ladder() == {}
+    state = {"level": 3, "anything": {"the ledger": ["never", "reads", None, 1.5]}}
+    ledger.save_ladder(state, at=T0 + MIN)
+    assert ledger.ladder() == state
+    assert ledger.snapshot().ladders == {"overall": state}
+    assert ledger.ladder("other") == {}
+
+
+#: The ``ladder`` table of the ledgers written before the ladder's state became a JSON object.
+OLD_LADDER_TABLE = """
+CREATE TABLE ladder (
+    scope TEXT PRIMARY KEY,
+    level INTEGER NOT NULL,
+    outage_since REAL,
+    notified TEXT NOT NULL,
+    updated_at REAL NOT NULL
+) WITHOUT ROWID
+"""
+
+
+def test_an_older_ledger_keeps_its_ladder_state(ledger: Ledger) -> None:
+    """An older ledger's ladder row reads as the same state, until the ladder saves a new one."""
+    ledger.prepare_writes()
+    with closing(sqlite3.connect(ledger.path, isolation_level=None)) as db:
+        db.execute("DROP TABLE ladder_state")  # the older ledger had only the columns
+        db.execute(OLD_LADDER_TABLE)
+        db.execute(
+            "INSERT INTO ladder VALUES ('overall', 3, ?, 'alert,escalate', ?)",
+            (T0.timestamp(), (T0 + MIN).timestamp()),
+        )
+    older = Ledger(ledger.path)
+    expected = LadderState(Level.ESCALATE, T0, frozenset({Kind.ALERT, Kind.ESCALATE}))
+    assert LadderState.from_json(older.ladder()) == expected
+    assert LadderState.from_json(older.snapshot().ladders["overall"]) == expected
+    older.save_ladder(LadderState().to_json(), at=T0 + 2 * MIN)
+    assert LadderState.from_json(Ledger(ledger.path).ladder()) == LadderState()
 
 
 def test_ensure_streams_keeps_first_sighting(ledger: Ledger) -> None:
@@ -277,7 +308,7 @@ def test_reading_a_ledger_not_written_yet_creates_nothing(tmp_path: Path) -> Non
     snapshot = ledger.snapshot()
     assert (snapshot.streams, snapshot.counters, snapshot.gauges) == ({}, {}, {})
     assert ledger.stream_states() == {}
-    assert ledger.ladder() == LadderRecord()
+    assert ledger.ladder() == {}
     assert ledger.health().available
     assert not (tmp_path / "state").exists()
 

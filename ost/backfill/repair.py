@@ -10,7 +10,9 @@ from typing import Unpack
 from ost.backfill.result import BackfillResult
 from ost.backfill.streams import StreamsOptions, backfill_streams
 from ost.binance import BinanceClient
-from ost.gaps import EXIT_FAILED, CandleRange, GapReport, StreamGaps, gap_report
+from ost.errors import EXIT_FAILED
+from ost.gaps import CandleRange, GapReport, StreamGaps, gap_report
+from ost.intervals import Stream
 from ost.store import CandleStore
 
 
@@ -31,7 +33,7 @@ class RepairOutcome:
 def repair(
     client: BinanceClient,
     store: CandleStore,
-    streams: Sequence[tuple[str, str]],
+    streams: Sequence[Stream],
     start_ms: int,
     end_ms: int,
     **options: Unpack[StreamsOptions],

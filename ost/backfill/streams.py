@@ -13,6 +13,7 @@ from ost.backfill.stream import backfill_stream
 from ost.binance import BinanceClient
 from ost.concurrency import in_order_concurrently
 from ost.errors import OstError
+from ost.intervals import Stream
 from ost.settings import DEFAULT_MAX_CONCURRENCY
 from ost.store import CandleStore
 
@@ -37,7 +38,7 @@ class StreamsOptions(TypedDict, total=False):
 def backfill_streams(
     client: BinanceClient,
     store: CandleStore,
-    streams: Sequence[tuple[str, str]],
+    streams: Sequence[Stream],
     start_ms: int,
     end_ms: int,
     *,
@@ -58,7 +59,7 @@ def backfill_streams(
     chosen = check_source(source)
     at_once = max(1, min(len(streams), STREAMS_AT_ONCE, workers))
 
-    def run(stream: tuple[str, str]) -> BackfillResult:
+    def run(stream: Stream) -> BackfillResult:
         symbol, interval = stream
         started = time.perf_counter()
         try:
