@@ -37,7 +37,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import apprise
 
-from alerts.policy import Kind, Message
+from ost.alerts.policy import Kind, Message
 from ost.errors import NotifyError
 from ost.ledger import Ledger
 from ost.retry import Backoff, retrying

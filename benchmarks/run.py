@@ -175,7 +175,7 @@ def bench_ingest_all_cycle(sim: SimHandle, scratch: Path) -> list[Row]:
 
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.ingest import MAX_PARALLEL_STREAMS, ingest_all
+    from ost.flows.ingest import MAX_PARALLEL_STREAMS, ingest_all
     from ost.runtime import Runtime, current_runtime
     from ost.settings import load_settings
 

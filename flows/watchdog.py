@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from alerts.watchdog import run_watchdog
+from ost.alerts.watchdog import run_watchdog
 from ost.settings import check_apprise_urls, load_settings
 
 

@@ -190,7 +190,7 @@ def _ost(*args: str) -> list[str]:
 
 
 def _control(*args: str) -> list[str]:
-    return [sys.executable, "-m", "flows.control", *args]
+    return [sys.executable, "-m", "ost.flows.control", *args]
 
 
 def _prefect(*args: str) -> list[str]:

@@ -9,7 +9,7 @@ from prefect import task
 
 from ost.errors import Incomplete
 from ost.runtime import current_runtime
-from tasks.progress import SharedProgress
+from ost.tasks.progress import SharedProgress
 
 
 @task(name="backfill-stream", task_run_name="{symbol} {interval}", retries=0)

@@ -8,7 +8,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alerts.policy import (
+from ost.alerts.policy import (
     Condition,
     Kind,
     LadderConfig,

@@ -14,8 +14,8 @@ from typing import IO
 import pytest
 from processes import Processes
 
-from alerts.notify import Delivery, Notifier
-from alerts.policy import Kind, Level, Message
+from ost.alerts.notify import Delivery, Notifier
+from ost.alerts.policy import Kind, Level, Message
 from ost.settings import load_settings
 
 #: apprise 2.0 imports the stdlib's deprecated imghdr; not ours to fix.

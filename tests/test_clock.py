@@ -15,8 +15,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from test_ingest import EARLY_CLOSE_MS, NOW, expected, lookback_start
 
-from alerts.policy import LadderConfig
 from ost import clock, intervals, klines
+from ost.alerts.policy import LadderConfig
 from ost.backfill import repair
 from ost.binance import BinanceClient
 from ost.clock import ClockReading, LocalClock, system_ms

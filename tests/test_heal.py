@@ -16,8 +16,8 @@ from commands import ost
 from prometheus_client import generate_latest
 from test_cli_ingest import ost_env
 
-from alerts.policy import LadderConfig
 from ost import intervals
+from ost.alerts.policy import LadderConfig
 from ost.backfill import backfill_stream
 from ost.binance import BinanceClient
 from ost.ingest import ingest_all

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from alerts.policy import Kind, LadderState, Level
+from ost.alerts.policy import Kind, LadderState, Level
 from ost.binance import RequestLog
 from ost.errors import LedgerUnavailable, StoreError
 from ost.ingest import StreamOutcome

@@ -29,8 +29,8 @@ from prometheus_client import generate_latest
 from test_cli_ingest import ost_env
 from test_ingest import NOW, expected, lookback_start
 
-from alerts.policy import LadderConfig
 from ost import klines
+from ost.alerts.policy import LadderConfig
 from ost.binance import RequestLog
 from ost.errors import LedgerUnavailable
 from ost.ingest import StreamOutcome

@@ -21,7 +21,7 @@ import typer
 import yaml
 from prometheus_client import generate_latest
 
-from alerts.policy import LadderConfig
+from ost.alerts.policy import LadderConfig
 from ost.cli import app
 from ost.ledger import Ledger
 from ost.metrics import build_registry

@@ -178,7 +178,7 @@ def test_prefect_keeps_no_password(
     from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.ingest import ingest_all
+    from ost.flows.ingest import ingest_all
     from ost.runtime import current_runtime
 
     current_runtime.cache_clear()

@@ -208,7 +208,7 @@ def test_disable_scheduler_brings_deployments_up_paused(stack: Stack) -> None:
     """With OST_DISABLE_SCHEDULER=true, the deploy step leaves ingest-all paused."""
     env = {**stack.env, "OST_DISABLE_SCHEDULER": "true"}
     step = subprocess.run(
-        [sys.executable, "-m", "flows.control", "after-deploy"],
+        [sys.executable, "-m", "ost.flows.control", "after-deploy"],
         env=env,
         cwd=PROJECT_DIR,
         capture_output=True,
