@@ -13,10 +13,10 @@ import pytest
 from commands import ost
 from moments import EARLY_CLOSE_MS, NOW
 from oracle import assert_candles, closed_candles, lookback_start, simulator_candles
+from ost.alerts.policy import LadderConfig
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from alerts.policy import LadderConfig
 from ost import clock, intervals, klines
 from ost.backfill import repair
 from ost.binance import BinanceClient

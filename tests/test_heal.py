@@ -12,10 +12,10 @@ import pytest
 from commands import ost, ost_env
 from moments import DAYS_SINCE_JAN_1, JAN_1, JAN_3_NOW
 from oracle import assert_candles, closed_candles, simulator_candles
+from ost.alerts.policy import LadderConfig
 from prometheus_client import generate_latest
 from readers import stored_candles
 
-from alerts.policy import LadderConfig
 from ost import intervals
 from ost.backfill import backfill_stream
 from ost.binance import BinanceClient

@@ -27,9 +27,9 @@ from commands import ost, ost_env
 from fs_faults import NO_DAC, can, full_tmpfs, immutable, read_only_mount
 from moments import NOW
 from oracle import assert_candles, closed_candles, lookback_start
+from ost.alerts.policy import LadderConfig
 from prometheus_client import generate_latest
 
-from alerts.policy import LadderConfig
 from ost.binance import RequestLog
 from ost.errors import LedgerUnavailable
 from ost.ingest import StreamOutcome
