@@ -372,22 +372,6 @@ def mark_sent(state: LadderState, message: Message) -> LadderState:
     return replace(state, notified=state.notified | {message.kind})
 
 
-def step(
-    now: dt.datetime,
-    config: LadderConfig,
-    states: Mapping[Stream, StreamState],
-    ladder: LadderState,
-    *,
-    gaps: OutageGaps | None = None,
-) -> tuple[LadderState, tuple[Message, ...]]:
-    """(state, observations) -> (new state, messages due), assuming every message delivered."""
-    evaluation = evaluate(now, config, states, ladder, gaps=gaps)
-    state = evaluation.state
-    for message in evaluation.messages:
-        state = mark_sent(state, message)
-    return state, evaluation.messages
-
-
 # ---- the messages -----------------------------------------------------------------------------
 
 

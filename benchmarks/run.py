@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import stamina
 
@@ -77,7 +78,9 @@ def fill(store: CandleStore, symbol: str, interval: str, start_ms: int, end_ms: 
     """Store the simulator's candles of ``[start_ms, end_ms)``, a month per merge."""
     for chunk in range(start_ms, end_ms, MONTH_MS):
         rows = sim_klines(symbol, interval, chunk, min(chunk + MONTH_MS, end_ms), NOW)
-        store.merge(symbol, interval, klines.parse_rows(rows, interval))
+        store.merge(
+            symbol, interval, klines.frame_from_columns(klines.parse_columns(rows, interval))
+        )
 
 
 def bench_update_vs_history(sim: SimHandle, scratch: Path) -> Row:
@@ -165,6 +168,7 @@ BENCH_SYMBOLS = [
 BENCH_INTERVALS = ("15m", "1h", "4h", "1d")
 
 
+@mock.patch.dict(os.environ)  # the OST_* and PREFECT_* set below are restored after
 def bench_ingest_all_cycle(sim: SimHandle, scratch: Path) -> list[Row]:
     """One ingest-all cycle, 20 symbols x 4 intervals: the Prefect flow vs the core directly.
 
@@ -428,10 +432,7 @@ def backfill_stream_ok(
 
 
 MEMORY_CHILD = """
-import sys
 from ost.backfill import backfill_stream
-from ost.binance import BinanceClient
-from ost.store import CandleStore
 url, root, start, end, source = sys.argv[1:6]
 with BinanceClient([url]) as client:
     result = backfill_stream(client, CandleStore(root), "BTCUSDT", "1m", int(start), int(end),

@@ -9,15 +9,16 @@ A zip holds one headerless CSV of the 12 kline fields; times are microseconds fo
 2025-01-01 on and milliseconds before, both stored as milliseconds. ``.CHECKSUM`` reads
 ``<sha256 of the zip>  <name>.zip``.
 
-:meth:`Archive.fetch` returns the file's candles as a stored-schema frame, or **None when the
-archive does not have the file** (a 404 for the zip or its checksum: not published yet, before a
-listing, or an interval the archive does not keep). Everything else that is wrong raises
-:class:`~ost.errors.ArchiveError` and nothing of the file is returned: a checksum mismatch, a
-damaged zip, a CSV that is not 12 well-typed fields per line, an impossible candle, a candle
-outside the file's period, a 4xx other than 404, or a transport error or 5xx that persisted
-through every attempt (retried by the project's one HTTP policy, :mod:`ost.retry`: transport
-errors and 5xx are retried, a 429/418 after its ``Retry-After`` when a run waits that long, any
-other 4xx never). The caller takes that period from the API instead.
+:meth:`Archive.download` returns the file's verified zip, and :func:`parse_zip` its candles as a
+stored-schema frame; the download is **None when the archive does not have the file** (a 404 for
+the zip or its checksum: not published yet, before a listing, or an interval the archive does not
+keep). Everything else that is wrong raises :class:`~ost.errors.ArchiveError` and nothing of the
+file is returned: a checksum mismatch, a damaged zip, a CSV that is not 12 well-typed fields per
+line, an impossible candle, a candle outside the file's period, a 4xx other than 404, or a
+transport error or 5xx that persisted through every attempt (retried by the project's one HTTP
+policy, :mod:`ost.retry`: transport errors and 5xx are retried, a 429/418 after its
+``Retry-After`` when a run waits that long, any other 4xx never). The caller takes that period
+from the API instead.
 
 Credentials in ``OST_ARCHIVE_BASE_URL`` are sent as basic auth and never shown: messages name
 the archive by its label (:func:`ost.urls.url_label`) and the file's path.
@@ -117,18 +118,11 @@ class Archive:
         self.max_attempts = max_attempts
         self._retry = retrying(max_attempts)
 
-    def fetch(self, file: ArchiveFile) -> pd.DataFrame | None:
-        """The file's candles, validated; None if the archive does not have the file.
-
-        Raises :class:`ArchiveError` for anything else that is wrong (see the module docstring).
-        """
-        data = self.download(file)
-        return None if data is None else parse_zip(data, file)
-
     def download(self, file: ArchiveFile) -> bytes | None:
         """The file's zip, checked against its ``.CHECKSUM``; None if the archive lacks either.
 
-        Parse it with :func:`parse_zip`. Raises :class:`ArchiveError` like :meth:`fetch`.
+        Parse it with :func:`parse_zip`. Raises :class:`ArchiveError` for anything else that is
+        wrong (see the module docstring).
         """
         url = file.url(self.base_url)
         checksum = self._download(url + ".CHECKSUM")

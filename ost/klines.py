@@ -98,17 +98,14 @@ def frame_from_columns(columns: Columns) -> pd.DataFrame:
     return pd.DataFrame(data, copy=False)
 
 
-def parse_rows(rows: Any, interval: str) -> pd.DataFrame:
+def parse_columns(rows: Any, interval: str) -> Columns:
     """Parse the JSON rows of ``/api/v3/klines`` strictly, then validate them.
 
-    Raises :class:`InvalidCandle` for any row that does not have 12 fields of Binance's types, or
-    that is impossible (see :func:`validate`). Nothing of a batch with a bad row is returned.
+    Returns numpy columns: times as epoch ms (int64), numbers float64 (:func:`frame_from_columns`
+    makes the stored frame of them). Raises :class:`InvalidCandle` for any row that does not have
+    12 fields of Binance's types, or that is impossible (see :func:`validate_columns`). Nothing
+    of a batch with a bad row is returned.
     """
-    return frame_from_columns(parse_columns(rows, interval))
-
-
-def parse_columns(rows: Any, interval: str) -> Columns:
-    """Like :func:`parse_rows`, as numpy columns: times as epoch ms (int64), numbers float64."""
     if not isinstance(rows, list):
         raise InvalidCandle(f"klines body is a {type(rows).__name__}, not a list of rows")
     if not rows:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from oracle import frame
 
 from ost import intervals, klines
 
@@ -56,7 +57,7 @@ def make_candles(interval: str, start_ms: int, count: int, seed: int = 0) -> pd.
     low = np.minimum(open_, close) * (1 - 0.005 * _uniform(open_ms, seed, 4))
     volume = 10.0 * _uniform(open_ms, seed, 5)
     taker = volume * _uniform(open_ms, seed, 6)
-    frame = klines.frame_from_columns(
+    candles = frame(
         {
             "open_time": open_ms,
             "open": open_,
@@ -71,4 +72,4 @@ def make_candles(interval: str, start_ms: int, count: int, seed: int = 0) -> pd.
             "taker_buy_quote_volume": taker * mid,
         }
     )
-    return klines.validate(frame, interval)
+    return klines.validate(candles, interval)

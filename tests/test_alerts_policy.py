@@ -21,7 +21,6 @@ from ost.alerts.policy import (
     freshness,
     human_duration,
     mark_sent,
-    step,
     stream_health,
 )
 from ost.ledger import StreamState
@@ -38,6 +37,20 @@ CONFIG = LadderConfig(streams=(BTC, ETH))
 def ms(at: dt.datetime) -> int:
     """``at`` in epoch milliseconds."""
     return int(at.timestamp() * 1000)
+
+
+def deliver_all(
+    now: dt.datetime,
+    config: LadderConfig,
+    states: dict[tuple[str, str], StreamState],
+    ladder: LadderState,
+) -> tuple[LadderState, tuple[Message, ...]]:
+    """The watchdog's evaluation when every delivery works: the new state, and what was sent."""
+    evaluation = evaluate(now, config, states, ladder)
+    state = evaluation.state
+    for message in evaluation.messages:
+        state = mark_sent(state, message)
+    return state, evaluation.messages
 
 
 def newest_closed_15m(at: dt.datetime) -> int:
@@ -106,7 +119,7 @@ def test_alert_then_escalate_each_once() -> None:
     state = LadderState()
     sent: list[tuple[int, Kind]] = []
     for minute in range(0, 120, 5):
-        state, messages = step(T0 + minute * MIN, CONFIG, outage(minute), state)
+        state, messages = deliver_all(T0 + minute * MIN, CONFIG, outage(minute), state)
         sent += [(minute, kind) for kind in kinds(messages)]
     assert sent == [(30, Kind.ALERT), (60, Kind.ESCALATE)]
     assert state.notified == {Kind.ALERT, Kind.ESCALATE}
@@ -187,17 +200,17 @@ def test_recovery_after_escalation_goes_to_both_tags() -> None:
     """A recovery after an escalation reaches both audiences; after it, nothing more is due."""
     state = LadderState(Level.ESCALATE, T0, frozenset({Kind.ALERT, Kind.ESCALATE}))
     states = {BTC: healthy(BTC, T0 + 80 * MIN), ETH: healthy(ETH, T0 + 80 * MIN)}
-    new_state, messages = step(T0 + 81 * MIN, CONFIG, states, state)
+    new_state, messages = deliver_all(T0 + 81 * MIN, CONFIG, states, state)
     assert [m.tags for m in messages] == [("alert", "escalate")]
-    assert step(T0 + 82 * MIN, CONFIG, states, new_state)[1] == ()
+    assert deliver_all(T0 + 82 * MIN, CONFIG, states, new_state)[1] == ()
 
 
 def test_blip_below_alert_sends_no_recovery() -> None:
     """A failure that heals at monitor level sends nothing at all, and the state resets."""
-    state, messages = step(T0 + 20 * MIN, CONFIG, outage(20), LadderState())
+    state, messages = deliver_all(T0 + 20 * MIN, CONFIG, outage(20), LadderState())
     assert messages == ()
     states = {BTC: healthy(BTC, T0 + 21 * MIN), ETH: healthy(ETH, T0 + 21 * MIN)}
-    state, messages = step(T0 + 22 * MIN, CONFIG, states, state)
+    state, messages = deliver_all(T0 + 22 * MIN, CONFIG, states, state)
     assert messages == ()
     assert state == LadderState()
 
@@ -393,7 +406,7 @@ def test_silent_stall_is_an_outage_timed_from_when_it_went_stale() -> None:
     sent: list[tuple[dt.timedelta, Kind]] = []
     for minute in range(0, 90):
         now = stale_since + minute * MIN
-        state, messages = step(now, config, {BTC: stalled(BTC, newest, now)}, state)
+        state, messages = deliver_all(now, config, {BTC: stalled(BTC, newest, now)}, state)
         sent += [(now - stale_since, message.kind) for message in messages]
         if minute == 30:
             assert "BTCUSDT 15m: stale since 2026-11-03 10:35:00 UTC" in messages[0].body
@@ -403,9 +416,9 @@ def test_silent_stall_is_an_outage_timed_from_when_it_went_stale() -> None:
     assert sent == [(30 * MIN, Kind.ALERT), (60 * MIN, Kind.ESCALATE)]
     caught_up = stale_since + 95 * MIN
     fresh = healthy(BTC, caught_up)
-    state, messages = step(caught_up, config, {BTC: fresh}, state)
+    state, messages = deliver_all(caught_up, config, {BTC: fresh}, state)
     assert [message.kind for message in messages] == [Kind.RECOVERY]
-    assert step(caught_up + MIN, config, {BTC: fresh}, state)[1] == ()
+    assert deliver_all(caught_up + MIN, config, {BTC: fresh}, state)[1] == ()
 
 
 def test_failing_overdue_and_stale_conditions() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import queue
-import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from ports import free_port
 from processes import Processes
 
 from ost.alerts.notify import Delivery, Notifier
@@ -22,13 +22,6 @@ from ost.settings import load_settings
 pytestmark = pytest.mark.filterwarnings("ignore:'imghdr' is deprecated:DeprecationWarning")
 
 WAIT_S = 30.0
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def lines_of(stream: IO[str]) -> queue.Queue[str]:

@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from oracle import assert_candles, from_csv, simulator_candles
 
 from ost import intervals, klines
 from ost.archive import (
@@ -25,7 +26,7 @@ from ost.archive import (
     parse_zip,
 )
 from ost.errors import ArchiveError
-from ost.sim import SimHandle, market
+from ost.sim import SimHandle
 from ost.sim.realdata import realdata_dir
 
 UNIT_SWITCH_DAYS = (dt.date(2024, 12, 31), dt.date(2025, 1, 1))
@@ -42,9 +43,15 @@ def archive(sim: SimHandle) -> Iterator[Archive]:
 
 
 def reference(sim: SimHandle, file: ArchiveFile) -> pd.DataFrame:
-    """What the simulator's API serves for the file's period, parsed as the client parses it."""
-    rows = market.klines(file.symbol, file.interval, file.start_ms, file.end_ms, sim.now_ms())
-    return klines.parse_rows(rows, file.interval)
+    """What the simulator's API serves for the file's period, read by the tests' oracle."""
+    return simulator_candles(file.symbol, file.interval, file.start_ms, file.end_ms, sim.now_ms())
+
+
+def fetched(archive: Archive, file: ArchiveFile) -> pd.DataFrame:
+    """The file's candles, as the backfill reads them: downloaded and checked, then parsed."""
+    data = archive.download(file)
+    assert data is not None, file.name
+    return parse_zip(data, file)
 
 
 def data_requests(sim: SimHandle) -> dict[str, int]:
@@ -77,45 +84,41 @@ def test_file_names_and_urls_follow_the_archive_layout() -> None:
 def test_daily_file_equals_the_api_candles(sim: SimHandle, archive: Archive, day: dt.date) -> None:
     """A daily zip (ms before 2025, µs from 2025) parses to exactly what the API serves."""
     file = daily_file("BTCUSDT", "1m", day)
-    frame = archive.fetch(file)
-    assert frame is not None
+    frame = fetched(archive, file)
     assert len(frame) == 1440
-    assert klines.rows_equal(frame, reference(sim, file))
+    assert_candles(frame, reference(sim, file))
 
 
 def test_unit_switch_is_continuous_in_milliseconds(archive: Archive) -> None:
     """The last ms-file candle and the first µs-file candle are one minute apart, both in ms."""
-    before, after = (archive.fetch(daily_file("BTCUSDT", "1m", day)) for day in UNIT_SWITCH_DAYS)
-    assert before is not None
-    assert after is not None
+    before, after = (fetched(archive, daily_file("BTCUSDT", "1m", day)) for day in UNIT_SWITCH_DAYS)
     joined = klines.open_time_ms(pd.concat([before, after], ignore_index=True))
     assert (np.diff(joined) == intervals.MINUTE_MS).all()
     closes = after["close_time"].to_numpy(dtype="datetime64[ms]").astype(np.int64)
     assert (closes - klines.open_time_ms(after) == intervals.MINUTE_MS - 1).all()
 
 
-def test_real_csv_parses_like_the_simulator_serves_it(sim: SimHandle) -> None:
-    """The real 2025-01-01 CSV (µs) parses to the candles the simulator's API serves that day."""
-    text = (realdata_dir() / "BTCUSDT-1m-2025-01-01.csv").read_bytes()
+@pytest.mark.parametrize("day", UNIT_SWITCH_DAYS)
+def test_real_csv_parses_field_by_field(sim: SimHandle, day: dt.date) -> None:
+    """A real archive CSV (ms, then µs) parses to its own fields, as the simulator serves them."""
+    text = (realdata_dir() / f"BTCUSDT-1m-{day.isoformat()}.csv").read_bytes()
     parsed = parse_csv(text, "1m")
-    file = daily_file("BTCUSDT", "1m", dt.date(2025, 1, 1))
-    assert klines.rows_equal(parsed, reference(sim, file))
+    assert_candles(parsed, from_csv(text))
+    assert_candles(parsed, reference(sim, daily_file("BTCUSDT", "1m", day)))
 
 
 def test_monthly_file_equals_the_api_candles(sim: SimHandle, archive: Archive) -> None:
     """A monthly zip holds every candle of the month as the API serves them."""
     file = monthly_file("BTCUSDT", "1h", intervals.date_ms(dt.date(2023, 3, 1)))
-    frame = archive.fetch(file)
-    assert frame is not None
-    assert klines.rows_equal(frame, reference(sim, file))
+    assert_candles(fetched(archive, file), reference(sim, file))
 
 
 def test_files_the_archive_lacks_are_none(sim: SimHandle, archive: Archive) -> None:
     """Today's file, a file before the listing and an unarchived interval are 'not there'."""
     today = dt.datetime.fromtimestamp(sim.now_ms() / 1000, tz=dt.UTC).date()
-    assert archive.fetch(daily_file("BTCUSDT", "1m", today)) is None
-    assert archive.fetch(daily_file("BTCUSDT", "1m", dt.date(2017, 1, 1))) is None
-    assert archive.fetch(daily_file("BTCUSDT", "1w", dt.date(2024, 1, 1))) is None
+    assert archive.download(daily_file("BTCUSDT", "1m", today)) is None
+    assert archive.download(daily_file("BTCUSDT", "1m", dt.date(2017, 1, 1))) is None
+    assert archive.download(daily_file("BTCUSDT", "1w", dt.date(2024, 1, 1))) is None
     assert data_requests(sim) == {"404": 3}  # the checksum's 404 is enough
 
 
@@ -123,7 +126,7 @@ def test_corrupt_zip_is_refused(sim: SimHandle, archive: Archive) -> None:
     """A zip that fails its checksum raises ArchiveError, once, without retrying."""
     sim.set_faults("corrupt_zip")
     with pytest.raises(ArchiveError, match="fails its checksum"):
-        archive.fetch(daily_file("BTCUSDT", "1m", dt.date(2024, 12, 31)))
+        fetched(archive, daily_file("BTCUSDT", "1m", dt.date(2024, 12, 31)))
     assert data_requests(sim) == {"200": 2}
 
 
@@ -131,16 +134,14 @@ def test_truncated_zip_is_refused(sim: SimHandle, archive: Archive) -> None:
     """A zip cut in half never passes for candles."""
     sim.set_faults("truncated:scope=data")
     with pytest.raises(ArchiveError):
-        archive.fetch(daily_file("BTCUSDT", "1m", dt.date(2024, 12, 31)))
+        fetched(archive, daily_file("BTCUSDT", "1m", dt.date(2024, 12, 31)))
 
 
 def test_transient_5xx_is_retried(sim: SimHandle, archive: Archive) -> None:
     """One 5xx from the archive costs a retry, not the file."""
     sim.set_faults("5xx:scope=data,count=1")
     file = daily_file("BTCUSDT", "1m", dt.date(2024, 12, 31))
-    frame = archive.fetch(file)
-    assert frame is not None
-    assert klines.rows_equal(frame, reference(sim, file))
+    assert_candles(fetched(archive, file), reference(sim, file))
     assert sum(data_requests(sim).values()) == 3
 
 
@@ -148,7 +149,7 @@ def test_persistent_5xx_becomes_archive_error(sim: SimHandle, archive: Archive) 
     """A 5xx on every attempt ends in ArchiveError after exactly max_attempts requests."""
     sim.set_faults("5xx:scope=data,status=503")
     with pytest.raises(ArchiveError, match="after 3 attempts"):
-        archive.fetch(daily_file("BTCUSDT", "1m", dt.date(2024, 12, 31)))
+        fetched(archive, daily_file("BTCUSDT", "1m", dt.date(2024, 12, 31)))
     assert data_requests(sim) == {"503": 3}
 
 
@@ -156,7 +157,7 @@ def test_dropped_connections_are_retried_then_refused(sim: SimHandle, archive: A
     """Transport errors are retried like 5xx, then reported as ArchiveError."""
     sim.set_faults("reset:scope=data")
     with pytest.raises(ArchiveError, match=r"RemoteProtocolError|ReadError|ConnectError"):
-        archive.fetch(daily_file("BTCUSDT", "1m", dt.date(2024, 12, 31)))
+        fetched(archive, daily_file("BTCUSDT", "1m", dt.date(2024, 12, 31)))
 
 
 def test_other_4xx_is_not_retried() -> None:
@@ -172,7 +173,7 @@ def test_other_4xx_is_not_retried() -> None:
         httpx.Client(transport=httpx.MockTransport(forbid)) as http,
         pytest.raises(ArchiveError, match="HTTP 403"),
     ):
-        Archive("http://archive.test", http).fetch(day)
+        Archive("http://archive.test", http).download(day)
     assert len(seen) == 1
 
 
@@ -218,7 +219,7 @@ def test_csv_header_line_is_skipped() -> None:
     lines = real_lines(3)
     header = b"open_time,open,high,low,close,volume,close_time,quote_volume,count,b,q,ignore"
     with_header = parse_csv(b"\n".join([header, *lines]) + b"\n", "1m")
-    assert klines.rows_equal(with_header, parse_csv(b"\n".join(lines), "1m"))
+    assert_candles(with_header, from_csv(b"\n".join(lines)))
     assert len(with_header) == 3
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from oracle import assert_candles, simulator_candles
 
 from ost import intervals, klines
 from ost.archive import daily_file, monthly_file
@@ -28,7 +29,7 @@ from ost.backfill import (
 from ost.binance import BinanceClient
 from ost.errors import BadInput
 from ost.gaps import ExchangeGapLog, intersect
-from ost.sim import SimHandle, exchange_gaps, market
+from ost.sim import SimHandle, exchange_gaps, timegrid
 from ost.store import CandleStore
 
 DAY = intervals.DAY_MS
@@ -46,10 +47,11 @@ def new_store(tmp_path: Path, name: str = "data") -> CandleStore:
 
 
 def reference(sim: SimHandle, symbol: str, interval: str, start: int, end: int) -> pd.DataFrame:
-    """The simulator's closed candles of ``[start, end)``, parsed as the client parses them."""
+    """The simulator's closed candles of ``[start, end)``, read by the tests' oracle."""
     now = sim.now_ms()
-    rows = market.klines(symbol, interval, start, min(end, intervals.align(interval, now)), now)
-    return klines.parse_rows(rows, interval)
+    return simulator_candles(
+        symbol, interval, start, min(end, timegrid.candle_open(interval, now)), now
+    )
 
 
 def klines_requests(sim: SimHandle) -> int:
@@ -86,7 +88,7 @@ def test_api_backfill_stores_the_candles_and_is_idempotent(
     assert first.missing == first.written == 3 * 1440
     assert klines_requests(sim) == first.api_pages == 5
     stored = store.load_klines("ETHUSDT", "1m", start, end)
-    assert klines.rows_equal(stored, reference(sim, "ETHUSDT", "1m", start, end))
+    assert_candles(stored, reference(sim, "ETHUSDT", "1m", start, end))
 
     sim.reset()
     again = backfill_stream(client, store, "ETHUSDT", "1m", start, end)
@@ -104,7 +106,7 @@ def test_backfill_fetches_only_the_missing_middle(
     store.merge("BTCUSDT", "1m", pd.concat([candles[:100], candles[-100:]], ignore_index=True))
     result = backfill_stream(client, store, "BTCUSDT", "1m", start, end)
     assert (result.missing, result.written, result.api_pages) == (160, 160, 1)
-    assert klines.rows_equal(store.load_klines("BTCUSDT", "1m", start, end), candles)
+    assert_candles(store.load_klines("BTCUSDT", "1m", start, end), candles)
 
 
 def test_interrupted_backfill_resumes_where_it_stopped(
@@ -136,7 +138,7 @@ def test_interrupted_backfill_resumes_where_it_stopped(
     assert seen[0] == (0, result.missing)
     assert seen[-1] == (result.missing, result.missing)
     stored = store.load_klines("BTCUSDT", "1m", start, end)
-    assert klines.rows_equal(stored, reference(sim, "BTCUSDT", "1m", start, end))
+    assert_candles(stored, reference(sim, "BTCUSDT", "1m", start, end))
 
 
 CHILD = textwrap.dedent(
@@ -192,7 +194,7 @@ def test_sigkilled_backfill_resumes_without_duplicates(
     assert klines_requests(sim) == -(-(8928 - before) // 1000)
     stored = store.load_klines("BTCUSDT", "5m", start, end)
     assert klines.open_time_ms(stored).tolist() == intervals.open_times("5m", start, end)
-    assert klines.rows_equal(stored, reference(sim, "BTCUSDT", "5m", start, end))
+    assert_candles(stored, reference(sim, "BTCUSDT", "5m", start, end))
 
 
 def test_only_closed_candles_are_stored(
@@ -279,7 +281,7 @@ def test_streams_overlap_within_the_bound_on_requests_in_flight(
     assert 1 < sim.stats()["max_in_flight"] <= 4
     for symbol, interval in streams:
         stored = store.load_klines(symbol, interval, start, end)
-        assert klines.rows_equal(stored, reference(sim, symbol, interval, start, end))
+        assert_candles(stored, reference(sim, symbol, interval, start, end))
 
 
 # ---- the archive ----------------------------------------------------------------------------
@@ -309,7 +311,7 @@ def test_archive_backfill_equals_api_backfill_across_the_unit_switch(
     assert klines_requests(sim) == 0
     api_frame = by_api.load_klines("BTCUSDT", "1m", *UNIT_SWITCH)
     assert len(api_frame) == 3 * 1440
-    assert klines.rows_equal(by_archive.load_klines("BTCUSDT", "1m", *UNIT_SWITCH), api_frame)
+    assert_candles(by_archive.load_klines("BTCUSDT", "1m", *UNIT_SWITCH), api_frame)
 
 
 def test_corrupt_zip_day_comes_from_the_api(
@@ -334,7 +336,7 @@ def test_corrupt_zip_day_comes_from_the_api(
     assert len(result.archive_files) == 2
     assert (result.from_archive, result.from_api) == (2 * 1440, 1440)
     assert klines_requests(sim) == 2
-    assert klines.rows_equal(
+    assert_candles(
         by_archive.load_klines("BTCUSDT", "1m", *UNIT_SWITCH),
         by_api.load_klines("BTCUSDT", "1m", *UNIT_SWITCH),
     )
@@ -356,9 +358,7 @@ def test_archive_holes_are_asked_from_the_api_then_recorded(
     assert result.archive_files == ["BTCUSDT-1m-2023-03-24.zip"]
     assert result.exchange_gaps == halt
     assert klines_requests(sim) == 2 * len(halt)
-    assert klines.rows_equal(
-        store.load_klines("BTCUSDT", "1m"), reference(sim, "BTCUSDT", "1m", *HALT_DAY)
-    )
+    assert_candles(store.load_klines("BTCUSDT", "1m"), reference(sim, "BTCUSDT", "1m", *HALT_DAY))
 
 
 def test_whole_month_comes_from_the_monthly_zip(
@@ -377,7 +377,7 @@ def test_whole_month_comes_from_the_monthly_zip(
     ]
     assert klines_requests(sim) == 0
     stored = store.load_klines("BTCUSDT", "15m", start, end)
-    assert klines.rows_equal(stored, reference(sim, "BTCUSDT", "15m", start, end))
+    assert_candles(stored, reference(sim, "BTCUSDT", "15m", start, end))
 
 
 def test_days_the_archive_lacks_come_from_the_api(
@@ -403,7 +403,7 @@ def test_days_the_archive_lacks_come_from_the_api(
     assert result.from_api == result.written - 3 * 288 > 288
     assert archive_requests(sim) == {"200": 6, "404": 1}
     stored = store.load_klines("ETHUSDT", "5m", start, today + DAY)
-    assert klines.rows_equal(stored, reference(sim, "ETHUSDT", "5m", start, today + DAY))
+    assert_candles(stored, reference(sim, "ETHUSDT", "5m", start, today + DAY))
 
 
 def test_auto_uses_the_archive_only_where_it_pays_off(
@@ -426,7 +426,7 @@ def test_auto_uses_the_archive_only_where_it_pays_off(
     assert archive_requests(sim) == {"200": 6}
     for interval in ("1m", "1h"):
         stored = store.load_klines("BTCUSDT", interval, start, end)
-        assert klines.rows_equal(stored, reference(sim, "BTCUSDT", interval, start, end))
+        assert_candles(stored, reference(sim, "BTCUSDT", interval, start, end))
 
 
 # ---- planning -------------------------------------------------------------------------------

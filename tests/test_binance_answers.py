@@ -17,9 +17,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from commands import ost_env
 from processes import Processes
 from prometheus_client import generate_latest
-from test_cli_ingest import ost_env
 
 from ost.alerts.policy import LadderConfig
 from ost.binance import BinanceClient

@@ -10,36 +10,17 @@ import sys
 import time
 from pathlib import Path
 
-import duckdb
-import pyarrow.dataset as ds
 import pytest
-from commands import ost
+from commands import ost, ost_env
+from moments import NOW
+from oracle import assert_candles, closed_candles, lookback_start
 from processes import Processes
-from test_ingest import NOW
+from readers import read_everywhere
 
-from ost import intervals, klines
 from ost.sim import SimHandle
-from ost.sim import klines as sim_klines
 from ost.store import CandleStore
 
 pytestmark = pytest.mark.slow
-
-
-def ost_env(sim: SimHandle, data_dir: Path, **extra: str) -> dict[str, str]:
-    """The environment of an `ost` subprocess pointed at the simulator and a data dir."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OST_")}
-    env.update(
-        {
-            "OST_BINANCE_BASE_URLS": sim.url,
-            "OST_ARCHIVE_BASE_URL": sim.url,
-            "OST_DATA_DIR": str(data_dir),
-            "OST_SYMBOLS": "BTCUSDT,ETHUSDT",
-            "OST_INTERVALS": "1m,15m",
-            "OST_HTTP_TIMEOUT_S": "5",
-            **extra,
-        }
-    )
-    return env
 
 
 @pytest.mark.parametrize(
@@ -81,24 +62,6 @@ def test_one_failing_stream_stops_no_other_and_exits_1(sim: SimHandle, tmp_path:
     assert len(CandleStore(str(tmp_path)).load_klines("BTCUSDT", "1h")) == 24
 
 
-def read_everywhere(data_dir: Path) -> None:
-    """The store reads with pyarrow and DuckDB, with no duplicate candle in any stream."""
-    root = data_dir / "klines"
-    if not any(root.rglob("*.parquet")):  # killed before its first write
-        return
-    table = ds.dataset(str(root), partitioning="hive").to_table()
-    frame = table.to_pandas()
-    assert not frame.duplicated(["symbol", "interval", "open_time"]).any()
-    glob = str(root / "**" / "*.parquet")
-    source = f"read_parquet('{glob}', hive_partitioning=true)"
-    dupes = duckdb.sql(
-        "select count(*) from (select symbol, interval, open_time, count(*) c "  # noqa: S608  # a test's own temp path
-        f"from {source} group by all having c > 1)"
-    ).fetchall()
-    assert dupes == [(0,)]
-    assert duckdb.sql(f"select count(*) from {source}").fetchall() == [(len(frame),)]  # noqa: S608  # as above
-
-
 def test_sigkill_at_random_instants_loses_nothing(
     sim: SimHandle, tmp_path: Path, processes: Processes
 ) -> None:
@@ -126,9 +89,7 @@ def test_sigkill_at_random_instants_loses_nothing(
     store = CandleStore(str(tmp_path))
     for symbol in ("BTCUSDT", "ETHUSDT"):
         for interval in ("1m", "15m"):
-            start = intervals.align(interval, NOW - 30 * intervals.DAY_MS)
-            end = intervals.align(interval, NOW)
-            want = klines.parse_rows(sim_klines(symbol, interval, start, end, NOW), interval)
-            assert klines.rows_equal(store.load_klines(symbol, interval), want)
+            want = closed_candles(symbol, interval, lookback_start(interval, NOW, 30), NOW)
+            assert_candles(store.load_klines(symbol, interval), want, symbol, interval)
     leftovers = [p for p in tmp_path.rglob("*") if p.is_file() and p.name.startswith(".part-")]
     assert all(not p.name.endswith(".parquet") for p in leftovers)

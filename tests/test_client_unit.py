@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 import httpx
 import pytest
+from fake_binance import MINUTE, T0, Handler, kline_row, routed
 
 from ost import intervals, klines
 from ost.binance import BinanceClient
@@ -19,42 +19,6 @@ from ost.errors import (
 )
 from ost.pacing import WeightPacer
 from ost.retry import retry_hook
-
-MINUTE = 60_000
-T0 = 1_700_000_040_000  # aligned to the minute
-
-Handler = Callable[[httpx.Request], httpx.Response]
-
-
-def kline_row(open_ms: int, price: float = 100.0) -> list[object]:
-    """A valid 1m kline row as Binance sends it."""
-    return [
-        open_ms,
-        f"{price:.8f}",
-        f"{price + 1:.8f}",
-        f"{price - 1:.8f}",
-        f"{price:.8f}",
-        "1.0",
-        open_ms + MINUTE - 1,
-        "100.0",
-        3,
-        "0.5",
-        "50.0",
-        "0",
-    ]
-
-
-def routed(klines_handler: Handler, now_ms: int = T0 + 10 * MINUTE) -> Handler:
-    """A fake Binance: time and exchangeInfo answer normally, klines go to ``klines_handler``."""
-
-    def handle(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/api/v3/time":
-            return httpx.Response(200, json={"serverTime": now_ms})
-        if request.url.path == "/api/v3/exchangeInfo":
-            return httpx.Response(200, json={"rateLimits": []})
-        return klines_handler(request)
-
-    return handle
 
 
 def make_client(

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from commands import ost
+from moments import EARLY_CLOSE_MS, NOW
+from oracle import assert_candles, closed_candles, lookback_start, simulator_candles
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from test_ingest import EARLY_CLOSE_MS, NOW, expected, lookback_start
 
 from ost import clock, intervals, klines
 from ost.alerts.policy import LadderConfig
@@ -25,7 +26,6 @@ from ost.ledger import Ledger, ledger_path
 from ost.metrics import build_registry
 from ost.settings import DEFAULT_MAX_CLOCK_SKEW
 from ost.sim import SimHandle
-from ost.sim import klines as sim_klines
 from ost.sim.faults import parse_faults
 from ost.store import CandleStore
 
@@ -52,8 +52,7 @@ def client_for(sim: SimHandle, local_offset_ms: int) -> BinanceClient:
 def final_candles(symbol: str, interval: str, stored: pd.DataFrame, now_ms: int) -> pd.DataFrame:
     """The simulator's candles at ``now_ms`` from the first stored open time to the last."""
     opens = klines.open_time_ms(stored)
-    rows = sim_klines(symbol, interval, int(opens[0]), int(opens[-1]) + 1, now_ms)
-    return klines.parse_rows(rows, interval)
+    return simulator_candles(symbol, interval, int(opens[0]), int(opens[-1]) + 1, now_ms)
 
 
 # ---- the rule itself --------------------------------------------------------------------------
@@ -119,16 +118,16 @@ def test_a_lying_server_time_stores_no_open_candle(
     truly_now = sim.now_ms()
     for symbol, interval in STREAMS:
         stored = store.load_klines(symbol, interval)
-        want = expected(symbol, interval, lookback_start(interval, ran_at, 1), ran_at)
-        assert klines.rows_equal(stored, want), (lie_s, interval)
+        want = closed_candles(symbol, interval, lookback_start(interval, ran_at, 1), ran_at)
+        assert_candles(stored, want, lie_s, interval)
         assert (klines.close_time_ms(stored) < truly_now).all()
     sim.clear_faults()
     with client_for(sim, offset) as client:
         outcome = repair(client, store, STREAMS, ran_at - intervals.DAY_MS, NOW)
     assert outcome.exit_status() == 0, outcome.report.to_markdown()
     for symbol, interval in STREAMS:
-        want = expected(symbol, interval, lookback_start(interval, ran_at, 1), NOW)
-        assert klines.rows_equal(store.load_klines(symbol, interval), want), (lie_s, interval)
+        want = closed_candles(symbol, interval, lookback_start(interval, ran_at, 1), NOW)
+        assert_candles(store.load_klines(symbol, interval), want, lie_s, interval)
 
 
 def test_a_local_clock_two_hours_ahead_stores_no_open_candle(
@@ -144,8 +143,8 @@ def test_a_local_clock_two_hours_ahead_stores_no_open_candle(
     assert reading is not None
     assert abs(reading.offset_ms + 2 * intervals.HOUR_MS) < MEASURE_SLACK_MS
     for symbol, interval in STREAMS:
-        want = expected(symbol, interval, lookback_start(interval, NOW, 1), NOW)
-        assert klines.rows_equal(store.load_klines(symbol, interval), want), interval
+        want = closed_candles(symbol, interval, lookback_start(interval, NOW, 1), NOW)
+        assert_candles(store.load_klines(symbol, interval), want, interval)
 
 
 # ---- what an operator sees --------------------------------------------------------------------
@@ -192,7 +191,7 @@ def assert_store_is_the_sims_closed_candles(data_dir: Path, before_ms: int, afte
     store = CandleStore(str(data_dir))
     for symbol, interval in STREAMS:
         stored = store.load_klines(symbol, interval)
-        assert klines.rows_equal(stored, final_candles(symbol, interval, stored, after_ms))
+        assert_candles(stored, final_candles(symbol, interval, stored, after_ms))
         next_open = intervals.next_open(interval, int(klines.open_time_ms(stored)[-1]))
         stop_before, stop_after = (clock.closed_stop(interval, t) for t in (before_ms, after_ms))
         assert stop_before <= next_open <= stop_after, interval
@@ -230,7 +229,7 @@ def test_the_commands_warn_of_a_lying_server_time(
     for symbol, interval in STREAMS:
         stored = store.load_klines(symbol, interval)
         assert (klines.close_time_ms(stored) < truly_now).all(), interval
-        assert klines.rows_equal(stored, final_candles(symbol, interval, stored, truly_now))
+        assert_candles(stored, final_candles(symbol, interval, stored, truly_now))
 
     status = ost("status", env=env)
     assert status.returncode == 0, status.stderr

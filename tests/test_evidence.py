@@ -19,9 +19,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from commands import ost
+from fake_binance import T0, kline_row, routed
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_client_unit import kline_row, routed
+from moments import NOW
+from oracle import assert_candles, simulator_candles
 
 from ost import intervals, klines
 from ost.args import parse_time
@@ -31,13 +33,12 @@ from ost.errors import EXIT_GAPS, EXIT_OK, Incomplete
 from ost.gaps import ExchangeGapLog, check_gaps
 from ost.ingest import ingest_or_report
 from ost.paging import read_range
-from ost.sim import SimHandle, market
+from ost.sim import SimHandle
 from ost.sim.faults import parse_faults
 from ost.sim.realdata import realdata_dir
 from ost.store import CandleStore
 
 MINUTE = intervals.MINUTE_MS
-NOW = parse_time("2026-11-20T10:07:30Z")
 OCTOBER = (parse_time("2026-10-01"), parse_time("2026-11-01"))
 HALT_DAY = (parse_time("2023-03-24"), parse_time("2023-03-25"))
 PLAIN_DAYS = (parse_time("2024-06-03"), parse_time("2024-06-06"))
@@ -60,8 +61,8 @@ def at_now(sim: SimHandle) -> SimHandle:
 
 
 def served(symbol: str, interval: str, start: int, end: int, now: int = NOW) -> pd.DataFrame:
-    """The simulator's own candles of ``[start, end)``, parsed as the client parses them."""
-    return klines.parse_rows(market.klines(symbol, interval, start, end, now), interval)
+    """The simulator's own candles of ``[start, end)``, read from its rows by the tests' oracle."""
+    return simulator_candles(symbol, interval, start, end, now)
 
 
 def env_for(sim: SimHandle, data_dir: Path, **extra: str) -> dict[str, str]:
@@ -149,7 +150,7 @@ def test_empty_answers_write_nothing_off_and_one_repair_restores_all(
     outcome = repair(client, store, [("BTCUSDT", "15m")], *OCTOBER)
     assert outcome.exit_status() == EXIT_OK
     assert outcome.backfills[0].written == len(want)
-    assert klines.rows_equal(store.load_klines("BTCUSDT", "15m"), want)
+    assert_candles(store.load_klines("BTCUSDT", "15m"), want)
 
 
 def test_an_empty_answer_that_a_later_request_contradicts_is_read_on(
@@ -159,7 +160,7 @@ def test_an_empty_answer_that_a_later_request_contradicts_is_read_on(
     sim.set_faults("empty:count=1")
     result = backfill_stream(client, store, "ETHUSDT", "1h", *PLAIN_DAYS)
     assert (result.status, result.written, result.exchange_gaps) == ("ok", 72, [])
-    assert klines.rows_equal(
+    assert_candles(
         store.load_klines("ETHUSDT", "1h"), served("ETHUSDT", "1h", *PLAIN_DAYS, sim.now_ms())
     )
     assert ExchangeGapLog.of(store).load("ETHUSDT", "1h") == []
@@ -183,7 +184,7 @@ def test_ingest_from_an_empty_host_is_incomplete_then_catches_up(
     assert (again.ok, again.written) == (True, 48)
     start = intervals.align("1h", NOW - 2 * intervals.DAY_MS)
     want = served("BTCUSDT", "1h", start, intervals.align("1h", NOW))
-    assert klines.rows_equal(store.load_klines("BTCUSDT", "1h"), want)
+    assert_candles(store.load_klines("BTCUSDT", "1h"), want)
 
 
 @pytest.mark.slow
@@ -222,7 +223,7 @@ def test_the_commands_say_incomplete_and_exit_1_then_repair_completes(
     fixed = ost("gaps", "--interval", "15m", "--symbols", "BTCUSDT", *october, "--repair", env=env)
     assert fixed.returncode == EXIT_OK, fixed.stdout
     stored = CandleStore(str(tmp_path)).load_klines("BTCUSDT", "15m")
-    assert klines.rows_equal(stored, served("BTCUSDT", "15m", *OCTOBER))
+    assert_candles(stored, served("BTCUSDT", "15m", *OCTOBER))
 
 
 # ---- a host that caps its pages at 500 rows ----------------------------------------------------
@@ -239,7 +240,7 @@ def test_a_capped_host_still_yields_every_candle(
     assert (result.status, result.written, result.exchange_gaps) == ("ok", 3 * 1440, [])
     assert sim.stats()["faults_fired"]["cap500"] == klines_answers(sim) >= 3 * 1440 / 500
     want = served("BTCUSDT", "1m", *PLAIN_DAYS, sim.now_ms())
-    assert klines.rows_equal(store.load_klines("BTCUSDT", "1m"), want)
+    assert_candles(store.load_klines("BTCUSDT", "1m"), want)
     assert ExchangeGapLog.of(store).entries("BTCUSDT", "1m") == ([], [])
     assert check_gaps(store, "BTCUSDT", "1m", *PLAIN_DAYS, sim.now_ms()).exit_status() == EXIT_OK
 
@@ -254,7 +255,7 @@ def test_ingest_from_a_capped_host_is_complete(
     start = intervals.align("1m", NOW - 3 * intervals.DAY_MS)
     want = served("ETHUSDT", "1m", start, intervals.align("1m", NOW))
     assert outcome.written == len(want) > 4000
-    assert klines.rows_equal(store.load_klines("ETHUSDT", "1m"), want)
+    assert_candles(store.load_klines("ETHUSDT", "1m"), want)
 
 
 # ---- the real halt, with its evidence ----------------------------------------------------------
@@ -361,7 +362,7 @@ def test_recheck_undoes_a_wrong_record_and_stores_the_candles(
     assert report["exchange_gaps"] == []
     assert [gap["candles"] for gap in report["rechecked"]] == [120]
     assert json.loads(path.read_text())["gaps"] == []
-    assert klines.rows_equal(store.load_klines("BTCUSDT", "1m"), want)
+    assert_candles(store.load_klines("BTCUSDT", "1m"), want)
 
 
 def test_recheck_keeps_the_real_halt_with_fresh_evidence(
@@ -400,7 +401,6 @@ def test_an_old_record_without_evidence_counts_for_nothing(
 
 # ---- edge cases of the reading itself, over httpx.MockTransport --------------------------------
 
-T0 = 1_700_000_040_000  # aligned to the minute
 TEN_MINUTES = (T0, T0 + 10 * MINUTE)
 
 

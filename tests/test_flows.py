@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 import stamina
-from test_ingest import NOW
+from moments import NOW
+from oracle import assert_candles, closed_candles, simulator_candles
 
 from ost import intervals, klines
 from ost.args import parse_time
 from ost.ledger import FAILURES
 from ost.runtime import current_runtime
 from ost.sim import SimHandle
-from ost.sim import klines as sim_klines
 from ost.store import CandleStore
 
 pytestmark = pytest.mark.slow
@@ -43,8 +43,7 @@ def settings_env(sim: SimHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 def expected(symbol: str, interval: str, stored_first_ms: int, now_ms: int = NOW) -> Any:
     """The simulator's closed candles from ``stored_first_ms`` to ``now_ms``."""
-    end = intervals.align(interval, now_ms)
-    return klines.parse_rows(sim_klines(symbol, interval, stored_first_ms, end, now_ms), interval)
+    return closed_candles(symbol, interval, stored_first_ms, now_ms)
 
 
 def test_ingest_all_flow_stores_every_stream(prefect_server: None, settings_env: Path) -> None:
@@ -58,7 +57,7 @@ def test_ingest_all_flow_stores_every_stream(prefect_server: None, settings_env:
         for interval in ("1h", "1d"):
             stored = store.load_klines(symbol, interval)
             first = int(klines.open_time_ms(stored)[0])
-            assert klines.rows_equal(stored, expected(symbol, interval, first))
+            assert_candles(stored, expected(symbol, interval, first))
     ledger = current_runtime().ledger
     assert all(state.last_success_at for state in ledger.stream_states().values())
 
@@ -90,7 +89,7 @@ def test_backfill_flow_fills_and_skips_what_is_stored(
     ).is_completed()
     stored = CandleStore(str(settings_env)).load_klines("BTCUSDT", "1h")
     first = int(klines.open_time_ms(stored)[0])
-    assert klines.rows_equal(stored, expected("BTCUSDT", "1h", first, sim.now_ms()))
+    assert_candles(stored, expected("BTCUSDT", "1h", first, sim.now_ms()))
     sim.reset()
     assert backfill(
         interval="1h", days=2, symbols=["BTCUSDT"], source="api", return_state=True
@@ -128,7 +127,7 @@ HALT_DAY = (parse_time("2023-03-24"), parse_time("2023-03-25"))
 
 def served_day(interval: str) -> Any:
     """The simulator's own BTCUSDT candles of 2023-03-24."""
-    return klines.parse_rows(sim_klines("BTCUSDT", interval, *HALT_DAY, NOW), interval)
+    return simulator_candles("BTCUSDT", interval, *HALT_DAY, NOW)
 
 
 def test_backfill_flow_end_is_inclusive_and_a_date_is_the_whole_day(
@@ -159,7 +158,7 @@ def test_backfill_flow_end_is_inclusive_and_a_date_is_the_whole_day(
     for interval in ("1m", "1h"):
         stored = store.load_klines("BTCUSDT", interval)
         assert int(klines.open_time_ms(stored)[-1]) == intervals.align(interval, HALT_DAY[1] - 1)
-        assert klines.rows_equal(stored, served_day(interval))
+        assert_candles(stored, served_day(interval))
 
 
 def test_check_gaps_flow_repairs_a_whole_day_and_records_the_halt_with_evidence(
@@ -179,7 +178,7 @@ def test_check_gaps_flow_repairs_a_whole_day_and_records_the_halt_with_evidence(
     )
     assert state.is_completed(), state.message
     store = CandleStore(str(settings_env))
-    assert klines.rows_equal(store.load_klines("BTCUSDT", "1m"), served_day("1m"))
+    assert_candles(store.load_klines("BTCUSDT", "1m"), served_day("1m"))
     recorded, _ = ExchangeGapLog.of(store).entries("BTCUSDT", "1m")
     assert [(gap.candles[1] - gap.candles[0]) // intervals.MINUTE_MS for gap in recorded] == [80]
     assert recorded[0].evidence.host == sim.url
@@ -213,7 +212,7 @@ def test_check_gaps_flow_recheck_undoes_a_wrong_record(
     absent = [hour for hour in hours if hour not in set(klines.open_time_ms(served).tolist())]
     assert absent == [parse_time("2023-03-24T13:00")]  # the halt's one whole hour: really absent
     assert ExchangeGapLog.of(store).load("BTCUSDT", "1h") == [(absent[0], absent[0] + 3600_000)]
-    assert klines.rows_equal(store.load_klines("BTCUSDT", "1h"), served)
+    assert_candles(store.load_klines("BTCUSDT", "1h"), served)
 
 
 def test_backfill_flow_fails_on_an_incomplete_stream(

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from oracle import assert_candles, simulator_candles
 
 from ost import intervals, klines
 from ost.args import parse_time
@@ -49,8 +50,8 @@ def store(tmp_path: Path) -> CandleStore:
 
 
 def reference(sim: SimHandle, symbol: str, interval: str, start: int, end: int) -> pd.DataFrame:
-    """The simulator's candles of ``[start, end)``, parsed as the client parses them."""
-    return klines.parse_rows(market.klines(symbol, interval, start, end, sim.now_ms()), interval)
+    """The simulator's candles of ``[start, end)``, read from its rows by the tests' oracle."""
+    return simulator_candles(symbol, interval, start, end, sim.now_ms())
 
 
 def halt_gaps() -> list[tuple[int, int]]:
@@ -146,7 +147,7 @@ def test_deleted_rows_are_named_exactly_and_repaired(
     assert outcome.exit_status() == EXIT_OK
     assert outcome.report.streams[0].missing == ()
     assert sim.stats()["requests"]["/api/v3/klines"] == {"200": 2}  # one page per range
-    assert klines.rows_equal(store.load_klines("BTCUSDT", "1m", *PLAIN_DAY), original)
+    assert_candles(store.load_klines("BTCUSDT", "1m", *PLAIN_DAY), original)
 
 
 def test_deleted_partition_file_is_one_missing_day(
@@ -167,7 +168,7 @@ def test_deleted_partition_file_is_one_missing_day(
 
     assert repair(client, store, [("BTCUSDT", "1m")], start, end).exit_status() == EXIT_OK
     stored = store.load_klines("BTCUSDT", "1m", start, end)
-    assert klines.rows_equal(stored, reference(sim, "BTCUSDT", "1m", start, end))
+    assert_candles(stored, reference(sim, "BTCUSDT", "1m", start, end))
 
 
 def test_trading_halt_is_exchange_side_and_status_stays_0(

@@ -7,14 +7,13 @@ import os
 from pathlib import Path
 
 import fastparquet
-import numpy as np
-import pandas as pd
-import pyarrow as pa
 import pyarrow.dataset as pds
 import pytest
-from commands import ost
+from commands import ost, ost_env
+from moments import DAYS_SINCE_JAN_1, JAN_1, JAN_3_NOW
+from oracle import assert_candles, closed_candles, simulator_candles
 from prometheus_client import generate_latest
-from test_cli_ingest import ost_env
+from readers import stored_candles
 
 from ost import intervals
 from ost.alerts.policy import LadderConfig
@@ -24,79 +23,28 @@ from ost.ingest import ingest_all
 from ost.ledger import Ledger, ledger_path
 from ost.metrics import build_registry
 from ost.sim import SimHandle
-from ost.sim import klines as sim_klines
 from ost.store import CandleStore, partition_path
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fast_retries")]
 
-#: 10:07:30 UTC: the 15m and 1h candles stay as they are for 7.5 minutes of test time.
-NOW = int(dt.datetime(2026, 1, 3, 10, 7, 30, tzinfo=dt.UTC).timestamp() * 1000)
-#: A lookback that starts every stream at 2026-01-01 00:00, the start of its newest partition.
-LOOKBACK_DAYS = "2.42"
-JAN_1 = intervals.date_ms(dt.date(2026, 1, 1))
 STREAMS = [(symbol, interval) for symbol in ("BTCUSDT", "ETHUSDT") for interval in ("15m", "1h")]
 DAMAGED = ("ETHUSDT", "1h")
-
-FIELDS = (
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "close_time",
-    "quote_volume",
-    "trades",
-    "taker_buy_base_volume",
-    "taker_buy_quote_volume",
-)
-
-
-def simulator_candles(symbol: str, interval: str, start: int, end: int, now: int) -> pd.DataFrame:
-    """The simulator's rows of ``[start, end)`` as plain columns: times in ms, numbers as floats."""
-    rows = sim_klines(symbol, interval, start, end, now)
-    columns = list(zip(*rows, strict=True))[: len(FIELDS)]
-    return pd.DataFrame(
-        {
-            name: np.array(
-                values, dtype=np.int64 if name in ("open_time", "close_time", "trades") else float
-            )
-            for name, values in zip(FIELDS, columns, strict=True)
-        }
-    )
-
-
-def stored_candles(root: Path, symbol: str, interval: str) -> pd.DataFrame:
-    """One stream as pyarrow's dataset reads the store (the backend's way), in the same columns."""
-    dataset = pds.dataset(str(root / "klines"), partitioning="hive")
-    table = dataset.to_table(
-        filter=(pds.field("symbol") == symbol) & (pds.field("interval") == interval)
-    ).sort_by("open_time")
-    return pd.DataFrame(
-        {
-            name: table.column(name).cast(pa.int64()).to_numpy()
-            if name in ("open_time", "close_time")
-            else table.column(name).to_numpy()
-            for name in FIELDS
-        }
-    )
 
 
 def assert_exact(root: Path, sim: SimHandle, symbol: str, interval: str, start: int) -> None:
     """The stream holds exactly the simulator's closed candles from ``start`` up to now."""
-    now = sim.now_ms()
-    want = simulator_candles(symbol, interval, start, intervals.align(interval, now), now)
+    want = closed_candles(symbol, interval, start, sim.now_ms())
     got = stored_candles(root, symbol, interval)
     assert len(got) == len(want) > 0
-    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    assert_candles(got, want, symbol, interval)
 
 
 def build_store(sim: SimHandle, root: Path) -> CandleStore:
     """Every stream ingested from 2026-01-01, over real HTTP."""
-    sim.configure(now_ms=NOW)
+    sim.configure(now_ms=JAN_3_NOW)
     store = CandleStore(str(root))
     with BinanceClient([sim.url], timeout_s=5.0, max_attempts=3) as client:
-        outcomes = ingest_all(client, store, STREAMS, lookback_days=float(LOOKBACK_DAYS))
+        outcomes = ingest_all(client, store, STREAMS, lookback_days=float(DAYS_SINCE_JAN_1))
     assert all(outcome.ok for outcome in outcomes), outcomes
     return store
 
@@ -164,13 +112,13 @@ def test_a_damaged_partition_heals_in_the_same_run(
 ) -> None:
     """`ost ingest`: exit 0, one line, the other streams untouched, the damaged one exact again."""
     build_store(sim, tmp_path)
-    path = partition_file(tmp_path, *DAMAGED, NOW)
+    path = partition_file(tmp_path, *DAMAGED, JAN_3_NOW)
     DAMAGE[damage](path)
     damaged_bytes = path.read_bytes()
     others = {
         k: v for k, v in files_state(tmp_path).items() if "symbol=ETHUSDT/interval=1h" not in k
     }
-    env = ost_env(sim, tmp_path, OST_INTERVALS="15m,1h", OST_INITIAL_LOOKBACK_DAYS=LOOKBACK_DAYS)
+    env = ost_env(sim, tmp_path, OST_INTERVALS="15m,1h", OST_INITIAL_LOOKBACK_DAYS=DAYS_SINCE_JAN_1)
 
     result = ost("ingest", env=env)
 
@@ -195,11 +143,11 @@ def test_a_foreign_copy_is_quarantined_by_the_next_write_of_its_partition(
 ) -> None:
     """`part (copy).parquet` beside the newest part: the next ingestion moves it out."""
     build_store(sim, tmp_path)
-    newest = partition_file(tmp_path, "BTCUSDT", "15m", NOW)
+    newest = partition_file(tmp_path, "BTCUSDT", "15m", JAN_3_NOW)
     copy = newest.parent / "part (copy).parquet"
     copy.write_bytes(newest.read_bytes())
-    sim.configure(now_ms=NOW + intervals.HOUR_MS)  # new candles: the newest part is written
-    env = ost_env(sim, tmp_path, OST_INTERVALS="15m,1h", OST_INITIAL_LOOKBACK_DAYS=LOOKBACK_DAYS)
+    sim.configure(now_ms=JAN_3_NOW + intervals.HOUR_MS)  # new candles: the newest part is written
+    env = ost_env(sim, tmp_path, OST_INTERVALS="15m,1h", OST_INITIAL_LOOKBACK_DAYS=DAYS_SINCE_JAN_1)
 
     result = ost("ingest", env=env)
 
@@ -217,9 +165,9 @@ def test_a_failed_refetch_loses_nothing_and_the_next_run_completes(
 ) -> None:
     """Klines refused: the stream fails (exit 1), the file waits in quarantine; then exact."""
     build_store(sim, tmp_path)
-    path = partition_file(tmp_path, *DAMAGED, NOW)
+    path = partition_file(tmp_path, *DAMAGED, JAN_3_NOW)
     path.write_bytes(b"")
-    env = ost_env(sim, tmp_path, OST_INTERVALS="15m,1h", OST_INITIAL_LOOKBACK_DAYS=LOOKBACK_DAYS)
+    env = ost_env(sim, tmp_path, OST_INTERVALS="15m,1h", OST_INITIAL_LOOKBACK_DAYS=DAYS_SINCE_JAN_1)
     sim.set_faults("impossible:mode=high_low")  # /api/v3/time answers, every klines page is bad
 
     down = ost("ingest", "--symbols", "ETHUSDT", "--intervals", "1h", env=env)
@@ -242,7 +190,7 @@ def test_a_backfill_heals_a_damaged_partition_and_fetches_all_its_range(
     sim: SimHandle, client: BinanceClient, tmp_path: Path
 ) -> None:
     """The 2025 file of 1h, truncated, is quarantined and all of 2025 is fetched again."""
-    sim.configure(now_ms=NOW)
+    sim.configure(now_ms=JAN_3_NOW)
     store = CandleStore(str(tmp_path))
     march = intervals.date_ms(dt.date(2025, 3, 1))
     backfill_stream(client, store, "BTCUSDT", "1h", march, march + 2 * intervals.DAY_MS)
@@ -257,7 +205,7 @@ def test_a_backfill_heals_a_damaged_partition_and_fetches_all_its_range(
     want = simulator_candles("BTCUSDT", "1h", year, JAN_1, sim.now_ms())
     got = stored_candles(tmp_path, "BTCUSDT", "1h")
     assert len(got) == 365 * 24
-    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    assert_candles(got, want)
     assert result.written == 365 * 24
     [moved] = quarantined_files(tmp_path)
     assert moved.stat().st_size > 0

@@ -3,37 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
-import socket
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from moments import EARLY_CLOSE_MS, NOW, utc_ms
+from oracle import assert_candles, closed_candles, lookback_start
+from ports import free_port
 
 from ost import intervals, klines
 from ost.binance import BinanceClient
 from ost.ingest import ingest_all, ingest_or_report
 from ost.sim import SimHandle
-from ost.sim import klines as sim_klines
 from ost.sim.realdata import realdata_dir
 from ost.store import CandleStore
 
-NOW = int(dt.datetime(2026, 11, 20, 10, 7, 30, tzinfo=dt.UTC).timestamp() * 1000)
-HALT_NEXT_DAY = int(dt.datetime(2023, 3, 25, 0, 5, tzinfo=dt.UTC).timestamp() * 1000)
-EARLY_CLOSE_MS = 1679661581646  # the real 2023-03-24 12:39 candle, closed by the halt
+HALT_NEXT_DAY = utc_ms("2023-03-25T00:05")
 
 
 pytestmark = pytest.mark.usefixtures("fast_retries")
-
-
-def expected(symbol: str, interval: str, start_ms: int, now_ms: int) -> pd.DataFrame:
-    """The simulator's closed candles of a stream from ``start_ms`` up to ``now_ms``."""
-    end = intervals.align(interval, now_ms)
-    return klines.parse_rows(sim_klines(symbol, interval, start_ms, end, now_ms), interval)
-
-
-def lookback_start(interval: str, now_ms: int, days: float) -> int:
-    """Where a new stream's first ingestion starts."""
-    return intervals.align(interval, now_ms - int(days * intervals.DAY_MS))
 
 
 def client_for(*urls: str, timeout_s: float = 5.0) -> BinanceClient:
@@ -43,10 +31,7 @@ def client_for(*urls: str, timeout_s: float = 5.0) -> BinanceClient:
 
 def closed_port() -> str:
     """The URL of a port on 127.0.0.1 where nothing listens (a host that is down)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def test_stored_candles_equal_the_simulators_closed_candles(sim: SimHandle, tmp_path: Path) -> None:
@@ -58,10 +43,10 @@ def test_stored_candles_equal_the_simulators_closed_candles(sim: SimHandle, tmp_
         outcomes = ingest_all(client, store, streams, lookback_days=3)
     assert all(outcome.ok for outcome in outcomes), outcomes
     for symbol, interval in streams:
-        want = expected(symbol, interval, lookback_start(interval, NOW, 3), NOW)
+        want = closed_candles(symbol, interval, lookback_start(interval, NOW, 3), NOW)
         got = store.load_klines(symbol, interval)
         assert len(got) == len(want) > 0
-        assert klines.rows_equal(got, want), (symbol, interval)
+        assert_candles(got, want, symbol, interval)
 
 
 def test_real_halt_day_is_stored_as_binance_sent_it(sim: SimHandle, tmp_path: Path) -> None:
@@ -104,16 +89,16 @@ def test_faults_store_nothing_wrong_and_leave_no_gap(
         ingest_all(client, store, streams, lookback_days=2)
     for symbol, interval in streams:
         stored = store.load_klines(symbol, interval)
-        truth = expected(symbol, interval, lookback_start(interval, NOW, 2), NOW)
+        truth = closed_candles(symbol, interval, lookback_start(interval, NOW, 2), NOW)
         truth = truth[truth["open_time"].isin(stored["open_time"])]
         assert len(truth) == len(stored)
-        assert klines.rows_equal(stored, truth), (fault, symbol, interval)
+        assert_candles(stored, truth, fault, symbol, interval)
     sim.clear_faults()
     with client_for(sim.url) as client:
         assert all(o.ok for o in ingest_all(client, store, streams, lookback_days=2))
     for symbol, interval in streams:
-        truth = expected(symbol, interval, lookback_start(interval, NOW, 2), NOW)
-        assert klines.rows_equal(store.load_klines(symbol, interval), truth)
+        truth = closed_candles(symbol, interval, lookback_start(interval, NOW, 2), NOW)
+        assert_candles(store.load_klines(symbol, interval), truth, symbol, interval)
 
 
 def test_weight_budget_of_40_completes_without_418(sim: SimHandle, tmp_path: Path) -> None:
@@ -146,8 +131,8 @@ def test_first_two_base_urls_down_candles_come_through_the_third(
         dead_answers = sum(n for (url, _), n in client.log.answers.items() if url != sim.url)
     assert outcome.ok, outcome.error
     assert dead_answers == 2  # each dead host was tried once, then skipped
-    want = expected("BTCUSDT", "1h", lookback_start("1h", NOW, 2), NOW)
-    assert klines.rows_equal(store.load_klines("BTCUSDT", "1h"), want)
+    want = closed_candles("BTCUSDT", "1h", lookback_start("1h", NOW, 2), NOW)
+    assert_candles(store.load_klines("BTCUSDT", "1h"), want)
 
 
 def test_closed_is_judged_by_binance_clock(sim: SimHandle, tmp_path: Path) -> None:
@@ -161,7 +146,7 @@ def test_closed_is_judged_by_binance_clock(sim: SimHandle, tmp_path: Path) -> No
     last_open = int(klines.open_time_ms(stored)[-1])
     assert intervals.next_open("15m", last_open) <= behind
     first_open = int(klines.open_time_ms(stored)[0])
-    assert klines.rows_equal(stored, expected("BTCUSDT", "15m", first_open, behind))
+    assert_candles(stored, closed_candles("BTCUSDT", "15m", first_open, behind))
 
 
 def test_second_pass_resumes_after_the_last_stored_candle(sim: SimHandle, tmp_path: Path) -> None:
@@ -176,8 +161,8 @@ def test_second_pass_resumes_after_the_last_stored_candle(sim: SimHandle, tmp_pa
         outcome = ingest_or_report(client, store, "BTCUSDT", "1m", lookback_days=1)
     assert outcome.written == 30
     assert sim.stats()["requests"]["/api/v3/klines"]["200"] == 1
-    want = expected("BTCUSDT", "1m", lookback_start("1m", NOW, 1), NOW + 30 * 60_000)
-    assert klines.rows_equal(store.load_klines("BTCUSDT", "1m"), want)
+    want = closed_candles("BTCUSDT", "1m", lookback_start("1m", NOW, 1), NOW + 30 * 60_000)
+    assert_candles(store.load_klines("BTCUSDT", "1m"), want)
 
 
 def test_ping_reports_every_base_url(sim: SimHandle) -> None:

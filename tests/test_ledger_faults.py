@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from commands import ost
+from commands import ost, ost_env
 from fs_faults import NO_DAC, can, full_tmpfs, immutable, read_only_mount
+from moments import NOW
+from oracle import assert_candles, closed_candles, lookback_start
 from prometheus_client import generate_latest
-from test_cli_ingest import ost_env
-from test_ingest import NOW, expected, lookback_start
 
-from ost import klines
 from ost.alerts.policy import LadderConfig
 from ost.binance import RequestLog
 from ost.errors import LedgerUnavailable
@@ -141,10 +140,10 @@ def assert_every_candle_stored(data_dir: Path) -> None:
     """Each stream holds exactly the simulator's closed candles of its one-day lookback."""
     store = CandleStore(str(data_dir))
     for symbol, interval in STREAMS:
-        want = expected(symbol, interval, lookback_start(interval, NOW, 1), NOW)
+        want = closed_candles(symbol, interval, lookback_start(interval, NOW, 1), NOW)
         got = store.load_klines(symbol, interval)
         assert len(got) == len(want) > 0, (symbol, interval)
-        assert klines.rows_equal(got, want), (symbol, interval)
+        assert_candles(got, want, symbol, interval)
 
 
 def environment(sim: SimHandle, data_dir: Path) -> dict[str, str]:
@@ -234,10 +233,10 @@ def test_a_locked_ledger_costs_no_candle_and_status_answers(sim: SimHandle, tmp_
     assert backfilled.returncode == 0, backfilled.stderr
     start = int(dt.datetime(2026, 11, 18, tzinfo=dt.UTC).timestamp() * 1000)
     for symbol in ("BTCUSDT", "ETHUSDT"):
-        want = expected(symbol, "1h", start, start + 2 * 86_400_000)
+        want = closed_candles(symbol, "1h", start, start + 2 * 86_400_000)
         got = CandleStore(str(tmp_path / "backfill")).load_klines(symbol, "1h")
         assert len(got) == len(want) == 48
-        assert klines.rows_equal(got, want)
+        assert_candles(got, want, symbol)
     again = ost("ingest", env=env)  # the lock released: the next run records again
     assert (again.returncode, ledger_lines(again.stderr)) == (0, [])
     assert ledger_report(ost("status", "--json", env=env))["state"] == "ok"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from ports import free_port
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
@@ -172,8 +172,6 @@ def test_registry_holds_only_the_ledger_collector(ledger: Ledger) -> None:
 # ---- across processes -------------------------------------------------------------------------
 
 RECORD_FAILURE = """
-import sys
-from ost.ingest import StreamOutcome
 from ost.ledger import Ledger
 outcome = StreamOutcome("BTCUSDT", "15m", False, 0, None, 1.0, "unavailable", "down")
 Ledger(sys.argv[1]).record_outcome(outcome)
@@ -181,13 +179,6 @@ Ledger(sys.argv[1]).record_outcome(outcome)
 
 SERVE = "from ost.metrics import serve_metrics; from ost.settings import load_settings;"
 SERVE += "serve_metrics(load_settings(), log_level='warning')"
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

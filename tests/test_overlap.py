@@ -15,13 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
+from commands import ost_env
+from moments import NOW
+from oracle import assert_candles, simulator_candles
 from processes import Processes
-from test_cli_ingest import ost_env, read_everywhere
-from test_ingest import NOW
+from readers import read_everywhere
 
-from ost import intervals, klines
+from ost import intervals
 from ost.sim import SimHandle
-from ost.sim import klines as sim_klines
 from ost.store import CandleStore
 
 pytestmark = pytest.mark.slow
@@ -68,7 +69,7 @@ def test_concurrent_ingest_and_backfill_of_one_stream_lose_no_row(
     sim.set_faults(JITTER)
     lookback = intervals.align("1m", NOW - DAYS * intervals.DAY_MS)
     first, stop = lookback - EARLIER_MIN * intervals.MINUTE_MS, intervals.align("1m", NOW)
-    want = klines.parse_rows(sim_klines("BTCUSDT", "1m", first, stop, NOW), "1m")
+    want = simulator_candles("BTCUSDT", "1m", first, stop, NOW)
     assert len(want) == CANDLES
     # `--start`, not `--days`: `--days` counts from the local clock, the ingestion's lookback from
     # Binance's clock (the simulator's, set back to NOW at each round: it runs on from there, and
@@ -102,7 +103,7 @@ def test_concurrent_ingest_and_backfill_of_one_stream_lose_no_row(
                     child.kill()
         outputs = {name: data.with_suffix(f".{name}.log").read_text() for name in children}
         assert statuses == {"ingest": 0, "backfill": 0}, outputs
-        assert klines.rows_equal(CandleStore(str(data)).load_klines("BTCUSDT", "1m"), want)
+        assert_candles(CandleStore(str(data)).load_klines("BTCUSDT", "1m"), want, number)
         read_everywhere(data)
         # Each process counts the open times that were not stored when its page was merged under
         # the stream's lock: together they stored every candle exactly once.

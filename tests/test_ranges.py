@@ -15,11 +15,12 @@ import pytest
 from commands import ost
 from hypothesis import given
 from hypothesis import strategies as st
+from oracle import assert_candles, simulator_candles
 
 from ost import intervals, klines
 from ost.args import is_date_alone, parse_end, parse_time, time_range
 from ost.errors import BadInput
-from ost.sim import SimHandle, market
+from ost.sim import SimHandle
 from ost.store import CandleStore
 
 HALT_DAY = (parse_time("2023-03-24"), parse_time("2023-03-25"))
@@ -95,7 +96,7 @@ def env_for(sim: SimHandle, data_dir: Path) -> dict[str, str]:
 
 def served(interval: str, now_ms: int) -> pd.DataFrame:
     """The simulator's own BTCUSDT candles of 2023-03-24."""
-    return klines.parse_rows(market.klines("BTCUSDT", interval, *HALT_DAY, now_ms), interval)
+    return simulator_candles("BTCUSDT", interval, *HALT_DAY, now_ms)
 
 
 @pytest.mark.slow
@@ -125,7 +126,7 @@ def test_backfill_end_includes_the_last_candle(
     stored = CandleStore(str(tmp_path)).load_klines("BTCUSDT", interval)
     last_open = intervals.align(interval, HALT_DAY[1] - 1)  # 23:59 for 1m, 23:00 for 1h
     assert int(klines.open_time_ms(stored)[-1]) == last_open
-    assert klines.rows_equal(stored, served(interval, sim.now_ms()))
+    assert_candles(stored, served(interval, sim.now_ms()))
 
 
 @pytest.mark.slow
@@ -148,7 +149,7 @@ def test_gaps_checks_the_whole_day_of_a_date(sim: SimHandle, tmp_path: Path) -> 
     assert stream["expected_candles"] == 1440
     assert stream["end"] == "2023-03-25T00:00:00Z"
     assert [gap["candles"] for gap in stream["exchange_gaps"]] == [80]
-    assert klines.rows_equal(
+    assert_candles(
         CandleStore(str(tmp_path)).load_klines("BTCUSDT", "1m"), served("1m", sim.now_ms())
     )
 

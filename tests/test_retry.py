@@ -210,7 +210,7 @@ def test_the_archive_raises_archive_error_when_attempts_are_spent() -> None:
         archive_of(server) as archive,
         pytest.raises(ArchiveError, match="CHECKSUM failed after 3 attempts"),
     ):
-        archive.fetch(DAY)
+        archive.download(DAY)
     assert len(server.requests) == 3
 
 
@@ -219,7 +219,7 @@ def test_the_archive_waits_out_a_short_429() -> None:
     """A 429 with Retry-After 1, then a 404: the archive lacks the file, after two requests."""
     server = Scripted(answer(429, "1"), answer(404))
     with archive_of(server) as archive:
-        assert archive.fetch(DAY) is None
+        assert archive.download(DAY) is None
     assert len(server.requests) == 2
 
 
@@ -228,5 +228,5 @@ def test_the_archive_takes_a_long_429_as_final() -> None:
     """A 429 asking for an hour is not waited in the run: ArchiveError after one request."""
     server = Scripted(answer(429, "3600"))
     with archive_of(server) as archive, pytest.raises(ArchiveError, match="answered HTTP 429"):
-        archive.fetch(DAY)
+        archive.download(DAY)
     assert len(server.requests) == 1

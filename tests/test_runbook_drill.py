@@ -36,7 +36,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -48,6 +47,7 @@ import httpx
 import pytest
 import yaml
 from apprise_receiver import Receiver
+from ports import free_port
 from processes import Processes
 from typer.testing import CliRunner
 
@@ -188,13 +188,6 @@ def flow_deployments() -> dict[str, list[str]]:
         )
         found[f"{flow_name}/{deployment['name']}"] = [arg.arg for arg in definition.args.args]
     return found
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def operator_env(data_dir: Path) -> dict[str, str]:

@@ -26,18 +26,18 @@ from typing import Any
 import httpx
 import pytest
 import typer.main
-from commands import ost
+from commands import ost, ost_env
+from moments import NOW
+from oracle import assert_candles, closed_candles, lookback_start, simulator_candles
 from processes import Processes
 from prometheus_client.parser import text_string_to_metric_families
-from test_cli_ingest import ost_env, read_everywhere
-from test_ingest import NOW
+from readers import read_everywhere
 
-from ost import intervals, klines
+from ost import intervals
 from ost.cli import app
 from ost.ledger import CANDLES_WRITTEN, Ledger
 from ost.settings import Settings
 from ost.sim import SimHandle
-from ost.sim import klines as sim_klines
 from ost.stack import PROJECT_DIR, free_port
 from ost.store import CandleStore
 
@@ -221,10 +221,8 @@ def test_the_store_works_on_an_fsspec_url(sim: SimHandle, tmp_path: Path, url: s
         ("BTCUSDT", "1h", 2),
         ("ETHUSDT", "1h", 2),
     ]:
-        start = intervals.align(interval, NOW - days * DAY)
-        end = intervals.align(interval, NOW)
-        expected = klines.parse_rows(sim_klines(symbol, interval, start, end, NOW), interval)
-        assert klines.rows_equal(store.load_klines(symbol, interval), expected), (symbol, interval)
+        expected = closed_candles(symbol, interval, lookback_start(interval, NOW, days), NOW)
+        assert_candles(store.load_klines(symbol, interval), expected, symbol, interval)
     assert sorted(store.streams()) == [
         ("BTCUSDT", "15m"),
         ("BTCUSDT", "1h"),
@@ -444,10 +442,9 @@ def test_two_workers_share_the_runs_and_store_every_candle_once(
     }
     for (symbol, interval), (start, end) in want.items():
         # `end` is inclusive, as the flow reads it: the candle that opens at it is stored too.
-        rows = sim_klines(symbol, interval, start, end + 1, sim.now_ms())
-        expected = klines.parse_rows(rows, interval)
+        expected = simulator_candles(symbol, interval, start, end + 1, sim.now_ms())
         assert len(expected) == intervals.count_between(interval, start, end + 1)
-        assert klines.rows_equal(store.load_klines(symbol, interval), expected), (symbol, interval)
+        assert_candles(store.load_klines(symbol, interval), expected, symbol, interval)
         # Each run counted only the candles it stored first: together, each candle once, and
         # `ost metrics` reports the runs of both workers.
         assert ledger.counter(CANDLES_WRITTEN, symbol=symbol, interval=interval) == len(expected)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from commands import ost_env
+from ports import free_port
 from processes import Processes
-from test_cli_ingest import ost_env
-from test_metrics import free_port
 
 from ost.binance import BinanceClient
 from ost.errors import BinanceUnavailable

@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from commands import ost_env
 from fs_faults import NO_DAC, can
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli_ingest import ost_env
 
 from ost.errors import BadInput
 from ost.settings import check_apprise_urls, load_settings

@@ -146,7 +146,7 @@ def test_html_serves_an_error_page(sim: SimHandle, client: httpx.Client, status:
 def test_impossible_rows_fail_validation(sim: SimHandle, client: httpx.Client, mode: str):
     """impossible: well-formed rows that the project's kline validation rejects."""
     good = client.get("/api/v3/klines", params=KLINES).json()
-    klines.parse_rows(good, "1h")
+    klines.parse_columns(good, "1h")
     sim.set_faults(f"impossible:mode={mode}")
     bad = client.get("/api/v3/klines", params=KLINES)
     rows: list[list[Any]] = bad.json()
@@ -154,7 +154,7 @@ def test_impossible_rows_fail_validation(sim: SimHandle, client: httpx.Client, m
     assert len(rows) == len(good)
     assert sum(row != original for row, original in zip(rows, good, strict=True)) == 1
     with pytest.raises(InvalidCandle):
-        klines.parse_rows(rows, "1h")
+        klines.parse_columns(rows, "1h")
     assert client.get("/api/v3/ping").json() == {}  # other endpoints are not affected
 
 

@@ -46,10 +46,10 @@ def test_every_page_passes_the_project_validation(symbol: str, interval: str, fr
     listed = LISTINGS[symbol].listed_ms
     start = int(listed + fraction * (NOW - listed))
     rows = market.page(symbol, interval, NOW, start_time=start, limit=40).rows()
-    frame = klines.parse_rows(rows, interval)
-    assert (klines.open_time_ms(frame) >= start).all()
-    assert (frame["taker_buy_base_volume"] <= frame["volume"]).all()
-    assert (frame["low"] > 0).all()
+    columns = klines.parse_columns(rows, interval)
+    assert (columns["open_time"] >= start).all()
+    assert (columns["taker_buy_base_volume"] <= columns["volume"]).all()
+    assert (columns["low"] > 0).all()
     assert all(row[11] == "0" and len(row) == 12 for row in rows)
 
 

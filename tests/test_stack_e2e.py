@@ -19,10 +19,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from oracle import assert_candles, simulator_candles
 from processes import Processes, alive
 
 from ost import klines
-from ost.sim import klines as sim_klines
 from ost.stack import PROJECT_DIR, free_port
 from ost.store import CandleStore
 
@@ -150,10 +150,8 @@ def test_the_first_ingestion_runs_at_start(stack: Stack) -> None:
     stored = CandleStore(str(stack.data_dir)).load_klines("BTCUSDT", "1h")
     assert 23 <= len(stored) <= 24  # OST_INITIAL_LOOKBACK_DAYS=1
     first_ms, last_ms = (int(x) for x in klines.open_time_ms(stored)[[0, -1]])
-    want = klines.parse_rows(
-        sim_klines("BTCUSDT", "1h", first_ms, last_ms + 1, last_ms + 3_600_000), "1h"
-    )
-    assert klines.rows_equal(stored, want)
+    want = simulator_candles("BTCUSDT", "1h", first_ms, last_ms + 1, last_ms + 3_600_000)
+    assert_candles(stored, want)
 
 
 def test_backfill_deployment_run_stores_the_candles(stack: Stack) -> None:
@@ -177,8 +175,8 @@ def test_backfill_deployment_run_stores_the_candles(stack: Stack) -> None:
     stored = CandleStore(str(stack.data_dir)).load_klines("BTCUSDT", "1h")
     assert 47 <= len(stored) <= 48
     first, last = (int(x) for x in klines.open_time_ms(stored)[[0, -1]])
-    want = klines.parse_rows(sim_klines("BTCUSDT", "1h", first, last + 1, last + 3_600_000), "1h")
-    assert klines.rows_equal(stored, want)
+    want = simulator_candles("BTCUSDT", "1h", first, last + 1, last + 3_600_000)
+    assert_candles(stored, want)
 
 
 def test_schedule_pause_stops_scheduled_runs_and_survives_a_redeploy(stack: Stack) -> None:

@@ -19,6 +19,7 @@ import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 import pytest
 from candles import FASTPARQUET_VALUES, make_candles
+from oracle import assert_candles
 
 from ost import intervals, klines
 from ost.errors import BadInput, InvalidCandle, StoreCorrupt, StoreError
@@ -80,7 +81,7 @@ def test_round_trip_keeps_dtypes_and_values(store: CandleStore) -> None:
     assert list(loaded.columns) == list(klines.COLUMNS)
     assert {column: str(dtype) for column, dtype in loaded.dtypes.items()} == klines.DTYPES
     assert isinstance(loaded.index, pd.RangeIndex)
-    assert klines.rows_equal(loaded, candles)
+    assert_candles(loaded, candles)
     assert len(store.partitions(SYMBOL, "1m")) > 1
 
 
@@ -112,7 +113,7 @@ def test_each_candle_lands_in_its_time_partition(
         path = period_file(tmp_path, interval, int(open_ms))
         stored = fastparquet.ParquetFile(str(path)).to_pandas()
         assert int(open_ms) in set(klines.open_time_ms(stored))
-    assert klines.rows_equal(store.load_klines(SYMBOL, interval), candles)
+    assert_candles(store.load_klines(SYMBOL, interval), candles)
 
 
 def test_merge_counts_open_times_not_stored_before(store: CandleStore) -> None:
@@ -133,7 +134,7 @@ def test_newest_fetch_wins_on_the_same_open_time(store: CandleStore) -> None:
     store.merge(SYMBOL, "1m", new)
     loaded = store.load_klines(SYMBOL, "1m")
     expected = pd.concat([old.iloc[:100], new], ignore_index=True)
-    assert klines.rows_equal(loaded, expected)
+    assert_candles(loaded, expected)
     assert not old.iloc[100:].reset_index(drop=True).equals(new.iloc[:100].reset_index(drop=True))
 
 
@@ -141,7 +142,7 @@ def test_unsorted_frame_is_stored_sorted(store: CandleStore) -> None:
     """A frame in any row order is stored sorted by open_time."""
     candles = make_candles("1m", T0, 300)
     store.merge(SYMBOL, "1m", candles.sample(frac=1.0, random_state=3))
-    assert klines.rows_equal(store.load_klines(SYMBOL, "1m"), candles)
+    assert_candles(store.load_klines(SYMBOL, "1m"), candles)
 
 
 def test_pyarrow_dataset_reads_the_store_with_partition_keys(
@@ -289,7 +290,7 @@ def test_load_klines_returns_rows_in_the_half_open_range(
         keep &= open_ms >= start_ms
     if end_ms is not None:
         keep &= open_ms < end_ms
-    assert klines.rows_equal(loaded, candles[keep])
+    assert_candles(loaded, candles[keep])
     assert {column: str(dtype) for column, dtype in loaded.dtypes.items()} == klines.DTYPES
 
 
@@ -305,7 +306,7 @@ def test_load_klines_opens_only_overlapping_partitions(store: CandleStore, tmp_p
             path.write_bytes(b"garbage")
     loaded = store.load_klines(SYMBOL, "1m", *wanted)
     open_ms = klines.open_time_ms(candles)
-    assert klines.rows_equal(loaded, candles[(open_ms >= wanted[0]) & (open_ms < wanted[1])])
+    assert_candles(loaded, candles[(open_ms >= wanted[0]) & (open_ms < wanted[1])])
     with pytest.raises(StoreCorrupt, match=r"part\.parquet"):
         store.load_klines(SYMBOL, "1m", wanted[0], wanted[1] + 1)
 
@@ -323,10 +324,10 @@ def test_module_load_klines_reads_the_configured_data_dir(
     """The module-level load_klines reads data_dir, or OST_DATA_DIR when none is given."""
     candles = make_candles("1h", T0, 30)
     store.merge(SYMBOL, "1h", candles)
-    assert klines.rows_equal(load_klines(SYMBOL, "1h", data_dir=str(tmp_path)), candles)
+    assert_candles(load_klines(SYMBOL, "1h", data_dir=str(tmp_path)), candles)
     monkeypatch.setenv("OST_DATA_DIR", str(tmp_path))
     monkeypatch.chdir(tmp_path)  # no stray .env file is read
-    assert klines.rows_equal(load_klines(SYMBOL, "1h", T0 + 3_600_000), candles.iloc[1:])
+    assert_candles(load_klines(SYMBOL, "1h", T0 + 3_600_000), candles.iloc[1:])
 
 
 def test_last_open_time_comes_from_footer_statistics(
@@ -418,7 +419,7 @@ def test_a_shuffled_frame_is_stored_in_time_order(store: CandleStore) -> None:
     frame = make_candles("1m", T0, 300)
     shuffled = frame.sample(frac=1.0, random_state=7).reset_index(drop=True)
     assert store.merge(SYMBOL, "1m", shuffled) == 300
-    assert klines.rows_equal(store.load_klines(SYMBOL, "1m"), frame)
+    assert_candles(store.load_klines(SYMBOL, "1m"), frame)
 
 
 def test_empty_frame_writes_nothing(store: CandleStore, tmp_path: Path) -> None:
@@ -503,7 +504,7 @@ def test_stale_temp_files_are_invisible_and_cleaned(store: CandleStore, tmp_path
     assert pds.dataset(str(tmp_path / "klines"), partitioning="hive").count_rows() == len(candles)
     counted = duckdb.execute("select count(*) from read_parquet(?)", [parquet_glob(tmp_path)])
     assert counted.fetchall() == [(len(candles),)]
-    assert klines.rows_equal(store.load_klines(SYMBOL, "1m"), candles)
+    assert_candles(store.load_klines(SYMBOL, "1m"), candles)
     store.merge(SYMBOL, "1m", make_candles("1m", T0, 5, seed=9))
     assert sorted(path.name for path in directory.iterdir()) == ["part.parquet"]
 
@@ -538,7 +539,7 @@ def test_memory_filesystem_root(memory_root: str) -> None:
     candles = make_candles("1m", T0, 3000)
     assert store.merge(SYMBOL, "1m", candles.iloc[:2000]) == 2000
     assert store.merge(SYMBOL, "1m", candles.iloc[1500:]) == 1000
-    assert klines.rows_equal(store.load_klines(SYMBOL, "1m"), candles)
+    assert_candles(store.load_klines(SYMBOL, "1m"), candles)
     assert store.last_open_time(SYMBOL, "1m") == int(klines.open_time_ms(candles)[-1])
     assert store.streams() == [(SYMBOL, "1m")]
     assert len(store.partitions(SYMBOL, "1m")) == 3
@@ -551,7 +552,7 @@ def test_file_url_root_is_the_same_store_as_its_path(tmp_path: Path) -> None:
     """A file:// URL and the plain path address the same files."""
     candles = make_candles("15m", T0, 100)
     CandleStore(f"file://{tmp_path}").merge(SYMBOL, "15m", candles)
-    assert klines.rows_equal(CandleStore(str(tmp_path)).load_klines(SYMBOL, "15m"), candles)
+    assert_candles(CandleStore(str(tmp_path)).load_klines(SYMBOL, "15m"), candles)
     assert (tmp_path / "locks").is_dir()
 
 

@@ -11,6 +11,7 @@ import pytest
 from candles import FASTPARQUET_VALUES, make_candles
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oracle import assert_candles
 
 from ost import intervals, klines
 from ost.store import CandleStore
@@ -60,18 +61,18 @@ def test_merge_order_does_not_matter_and_merging_again_changes_nothing(
         written = merge_all(first, interval, batches)
         written_reordered = merge_all(second, interval, [batches[index] for index in order])
         stored = CandleStore(first).load_klines(SYMBOL, interval)
-        assert klines.rows_equal(stored, CandleStore(second).load_klines(SYMBOL, interval))
+        assert_candles(stored, CandleStore(second).load_klines(SYMBOL, interval))
 
         covered = np.zeros(LENGTH, dtype=bool)
         for begin, size in batches:
             covered[begin : begin + size] = True
-        assert klines.rows_equal(stored, SERIES[interval][covered])
+        assert_candles(stored, SERIES[interval][covered])
         assert sum(written) == sum(written_reordered) == int(covered.sum())
 
         before = file_states(first)
         assert merge_all(first, interval, batches) == [0] * len(batches)
         assert file_states(first) == before
-        assert klines.rows_equal(CandleStore(first).load_klines(SYMBOL, interval), stored)
+        assert_candles(CandleStore(first).load_klines(SYMBOL, interval), stored)
 
 
 def test_series_cross_a_partition_boundary() -> None:

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from moments import NOW
 from processes import Processes
-from test_ingest import NOW
 
 from ost import intervals
 from ost.binance import BinanceClient

@@ -20,11 +20,12 @@ import pyarrow as pa
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 import pytest
-from commands import ost
+from commands import ost, ost_env
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli_ingest import ost_env
-from test_heal import LOOKBACK_DAYS, NOW, simulator_candles, stored_candles
+from moments import DAYS_SINCE_JAN_1, JAN_1, JAN_3_NOW
+from oracle import assert_candles, closed_candles, simulator_candles
+from readers import stored_candles
 
 from ost import intervals, klines
 from ost.backfill import backfill_stream
@@ -38,7 +39,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fast_retries")]
 
 DAY = intervals.DAY_MS
 MINUTE = intervals.MINUTE_MS
-JAN_1 = intervals.date_ms(dt.date(2026, 1, 1))
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 INTERVALS = ("1m", "15m", "1h", "1d")
 STREAMS = [(s, i) for s in SYMBOLS for i in INTERVALS] + [("BNBUSDT", "1m")]
@@ -46,10 +46,10 @@ STREAMS = [(s, i) for s in SYMBOLS for i in INTERVALS] + [("BNBUSDT", "1m")]
 
 def ingested(sim: SimHandle, root: Path, streams: list[tuple[str, str]]) -> CandleStore:
     """A store holding every stream from 2026-01-01 up to now, ingested over real HTTP."""
-    sim.configure(now_ms=NOW)
+    sim.configure(now_ms=JAN_3_NOW)
     store = CandleStore(str(root))
     with BinanceClient([sim.url], timeout_s=5.0, max_attempts=3) as client:
-        outcomes = ingest_all(client, store, streams, lookback_days=float(LOOKBACK_DAYS))
+        outcomes = ingest_all(client, store, streams, lookback_days=float(DAYS_SINCE_JAN_1))
     assert all(outcome.ok for outcome in outcomes), outcomes
     return store
 
@@ -211,9 +211,7 @@ def test_verify_finds_each_kind_of_damage_and_repair_leaves_the_store_exact(
     for symbol, interval in STREAMS:
         end = baseline_end[symbol] if interval == "1m" else intervals.align(interval, now)
         want = simulator_candles(symbol, interval, JAN_1, end, now)
-        pd.testing.assert_frame_equal(
-            stored_candles(tmp_path, symbol, interval), want, check_dtype=False
-        )
+        assert_candles(stored_candles(tmp_path, symbol, interval), want, symbol, interval)
     assert ost("verify", env=env).returncode == 0
 
 
@@ -345,7 +343,7 @@ def test_verify_and_repair_a_remote_root(
     sim: SimHandle, client: BinanceClient, memory_root: str
 ) -> None:
     """On a memory:// root both readers go through its filesystem; repair refetches over HTTP."""
-    sim.configure(now_ms=NOW)
+    sim.configure(now_ms=JAN_3_NOW)
     store = CandleStore(memory_root)
     backfill_stream(client, store, "BTCUSDT", "1h", JAN_1, JAN_1 + DAY)
     fs = fsspec.filesystem("memory")
@@ -370,11 +368,9 @@ def test_verify_and_repair_a_remote_root(
     )
     assert [each.action for each in repairs] == ["quarantined", "quarantined", "refetched"]
     assert verify_store(store).clean
-    now = sim.now_ms()
-    want = simulator_candles("BTCUSDT", "1h", JAN_1, intervals.align("1h", now), now)
-    got = store.load_klines("BTCUSDT", "1h")
-    assert np.array_equal(klines.open_time_ms(got), want["open_time"].to_numpy())
-    assert np.array_equal(got["close"].to_numpy(), want["close"].to_numpy())
+    assert_candles(
+        store.load_klines("BTCUSDT", "1h"), closed_candles("BTCUSDT", "1h", JAN_1, sim.now_ms())
+    )
 
 
 PARTITIONED = st.sampled_from(["1m", "15m", "1h", "1w", "1M"])

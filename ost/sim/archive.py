@@ -27,10 +27,9 @@ import zipfile
 from dataclasses import dataclass
 from typing import Final
 
-from ost import intervals
-from ost.intervals import DAY_MS
-from ost.sim import market
+from ost.sim import market, timegrid
 from ost.sim.symbols import find_listing
+from ost.sim.timegrid import DAY_MS
 
 _ZIP_DATE: Final = (1980, 1, 1, 0, 0, 0)
 _NAME_RE: Final = re.compile(
@@ -38,7 +37,7 @@ _NAME_RE: Final = re.compile(
     r"\.zip(?P<checksum>\.CHECKSUM)?$"
 )
 ARCHIVED_INTERVALS: Final = tuple(
-    name for name, length in intervals.FIXED_INTERVAL_MS.items() if length <= DAY_MS
+    name for name, length in timegrid.LENGTH_MS.items() if length is not None and length <= DAY_MS
 )
 
 
@@ -79,12 +78,12 @@ def _period(span: str, text: str) -> tuple[int, int] | None:
     try:
         if span == "daily":
             day = dt.date.fromisoformat(text)
-            return intervals.date_ms(day), intervals.date_ms(day + dt.timedelta(days=1))
+            return timegrid.day_start_ms(day), timegrid.day_start_ms(day + dt.timedelta(days=1))
         first = dt.date.fromisoformat(f"{text}-01")
     except ValueError:
         return None
-    start = intervals.date_ms(first)
-    return start, intervals.next_open("1M", start)
+    start = timegrid.day_start_ms(first)
+    return start, timegrid.next_open("1M", start)
 
 
 def is_published(request: ArchiveRequest, now_ms: int) -> bool:
@@ -92,7 +91,7 @@ def is_published(request: ArchiveRequest, now_ms: int) -> bool:
     if request.span == "daily":
         today = now_ms // DAY_MS * DAY_MS
         return request.end_ms <= today - DAY_MS
-    return request.end_ms <= intervals.align("1M", now_ms)
+    return request.end_ms <= timegrid.candle_open("1M", now_ms)
 
 
 def zip_bytes(request: ArchiveRequest) -> bytes | None:

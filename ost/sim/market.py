@@ -26,12 +26,11 @@ from typing import Any, Final
 
 import numpy as np
 
-from ost import intervals
 from ost.errors import BadInput
-from ost.intervals import MINUTE_MS, SECOND_MS
-from ost.sim import realdata, synthetic
+from ost.sim import realdata, synthetic, timegrid
 from ost.sim.candles import Candles
 from ost.sim.symbols import Listing, find_listing
+from ost.sim.timegrid import MINUTE_MS, SECOND_MS
 
 DEFAULT_LIMIT: Final = 500
 MAX_LIMIT: Final = 1000
@@ -60,8 +59,8 @@ def klines(symbol: str, interval: str, start_ms: int, end_ms: int, now_ms: int) 
 def candles(symbol: str, interval: str, start_ms: int, end_ms: int, now_ms: int) -> Candles:
     """Like :func:`klines`, as numpy columns."""
     listing = listing_of(symbol)
-    intervals.check_interval(interval)
-    low = max(start_ms, intervals.align(interval, listing.listed_ms))
+    timegrid.check(interval)
+    low = max(start_ms, timegrid.candle_open(interval, listing.listed_ms))
     high = min(end_ms, now_ms + 1)
     if low >= high:
         return Candles.empty()
@@ -100,8 +99,8 @@ def page(
     if not 1 <= limit <= MAX_LIMIT:
         raise BadInput(f"limit {limit} is not between 1 and {MAX_LIMIT}")
     listing = listing_of(symbol)
-    intervals.check_interval(interval)
-    first = intervals.align(interval, listing.listed_ms)
+    timegrid.check(interval)
+    first = timegrid.candle_open(interval, listing.listed_ms)
     stop = min(now_ms, end_time if end_time is not None else now_ms) + 1
     if start_time is not None:
         low = max(start_time, first)
@@ -129,9 +128,9 @@ def exchange_gaps(symbol: str) -> list[tuple[int, int]]:
 def _open_times(interval: str, low: int, high: int) -> np.ndarray:
     """Open times of ``interval`` in ``[low, high)``."""
     if interval == "1M":
-        return np.array(intervals.open_times(interval, low, high), dtype=np.int64)
-    step = intervals.FIXED_INTERVAL_MS[interval]
-    first = intervals.align(interval, low)
+        return np.array(timegrid.open_times(interval, low, high), dtype=np.int64)
+    step = timegrid.fixed_length(interval)
+    first = timegrid.candle_open(interval, low)
     if first < low:
         first += step
     return np.arange(first, high, step, dtype=np.int64)
@@ -139,15 +138,15 @@ def _open_times(interval: str, low: int, high: int) -> np.ndarray:
 
 def _next_opens(interval: str, opens: np.ndarray) -> np.ndarray:
     if interval == "1M":
-        return np.array([intervals.next_open(interval, int(t)) for t in opens], dtype=np.int64)
-    return opens + intervals.FIXED_INTERVAL_MS[interval]
+        return np.array([timegrid.next_open(interval, int(t)) for t in opens], dtype=np.int64)
+    return opens + timegrid.fixed_length(interval)
 
 
 def _advance(interval: str, t: int, count: int) -> int:
     """An instant ``count`` candles after ``t`` (far enough for 1M: the end of time)."""
     if interval == "1M":
         return 2**62
-    return t + count * intervals.FIXED_INTERVAL_MS[interval]
+    return t + count * timegrid.fixed_length(interval)
 
 
 def _forward(
@@ -172,7 +171,7 @@ def _backward(
     if interval == "1M":
         every = candles(symbol, interval, first, stop, now_ms)
         return every.take(slice(max(0, len(every) - limit), None))
-    step = intervals.FIXED_INTERVAL_MS[interval]
+    step = timegrid.fixed_length(interval)
     found: list[Candles] = []
     total = 0
     while stop > first and total < limit:
@@ -212,7 +211,7 @@ def _minutes(listing: Listing, low: int, high: int, now_ms: int) -> Candles:
 
 
 def _synthetic_minutes(listing: Listing, low: int, high: int, now_ms: int) -> Candles:
-    low = max(low, intervals.align("1m", listing.listed_ms))
+    low = max(low, timegrid.candle_open("1m", listing.listed_ms))
     if low >= high:
         return Candles.empty()
     opens = _open_times("1m", low, high)
@@ -276,7 +275,7 @@ def _real_seconds(listing: Listing, low: int, high: int, now_ms: int) -> Candles
     for span in realdata.spans(listing.symbol):
         lo, hi = max(low, span.start_ms), min(high, span.end_ms)
         if lo < hi:
-            minutes = span.rows.between(intervals.align("1m", lo), hi)
+            minutes = span.rows.between(timegrid.candle_open("1m", lo), hi)
             parts.append(_split_minutes(minutes, listing.tick_size).between(lo, hi))
     seconds = Candles.concat(parts)
     return seconds.take(seconds.open_time <= now_ms)

@@ -17,9 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ost import intervals
 from ost.errors import BadInput
-from ost.sim import archive, market
+from ost.sim import archive, market, timegrid
 from ost.sim.faults import faults_from_json
 from ost.sim.gate import window_words
 from ost.sim.state import SimState
@@ -195,7 +194,7 @@ def _klines_page(request: Request, now_ms: int) -> bytes:
     symbol = _mandatory(request, "symbol")
     interval = _mandatory(request, "interval")
     listing = _listed(symbol, now_ms)
-    if interval not in intervals.INTERVALS:
+    if interval not in timegrid.INTERVALS:
         raise BinanceError(-1120, "Invalid interval.")
     start = _optional_int(request, "startTime")
     end = _optional_int(request, "endTime")

@@ -23,9 +23,9 @@ from typing import Final
 
 import numpy as np
 
-from ost.intervals import DAY_MS, INTERVALS, MINUTE_MS, SECOND_MS
 from ost.sim.candles import Candles
 from ost.sim.symbols import Listing
+from ost.sim.timegrid import DAY_MS, INTERVALS, MINUTE_MS, SECOND_MS
 
 _U64: Final = np.uint64
 _GOLDEN: Final = _U64(0x9E3779B97F4A7C15)
