@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
-from alerts.policy import (
+from ost.alerts.policy import (
     DEFAULT_CADENCE,
     Evaluation,
     Kind,
@@ -51,6 +51,7 @@ from alerts.policy import (
     evaluate,
     mark_sent,
 )
+
 from ost import intervals
 from ost.backend import hold_lock
 from ost.errors import Locked, OstError
@@ -59,7 +60,8 @@ from ost.ledger import Ledger, Stream, StreamState, utcnow
 from ost.store import CandleStore
 
 if TYPE_CHECKING:
-    from alerts.notify import Delivery, Notifier
+    from ost.alerts.notify import Delivery, Notifier
+
     from ost.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -301,7 +303,7 @@ def _evaluate_and_send(
 
 
 def _notifier(settings: Settings, ledger: Ledger) -> Notifier:
-    from alerts.notify import Notifier  # noqa: PLC0415  # apprise loads in 0.5 s: only when needed
+    from ost.alerts.notify import Notifier  # noqa: PLC0415  # apprise loads in 0.5 s: only when needed
 
     return Notifier(settings, ledger)
 
