@@ -23,10 +23,11 @@ candle the outage could have cost (``outage_since - cadence - stale_grace``, ali
 stream's interval) to the stream's newest stored candle (newer ones are the lag, which recovery
 already requires to be within the grace). The message says what is still missing.
 
-**One evaluation at a time.** A file lock next to the ledger (``ledger.sqlite3.watchdog.lock``)
-serialises evaluations, so the scheduled flow and an operator's ``ost watchdog`` cannot both
-send the same alert. An evaluation that cannot get the lock within ``lock_timeout_s`` sends
-nothing and says so (``skipped``): the one holding the lock sends what is due.
+**One evaluation at a time.** A file lock next to the ledger (``ledger.sqlite3.watchdog.lock``,
+taken with the project's one lock, :func:`ost.backend.hold_lock`) serialises evaluations, so the
+scheduled flow and an operator's ``ost watchdog`` cannot both send the same alert. An evaluation
+that cannot get the lock within ``lock_timeout_s`` sends nothing and says so (``skipped``): the
+one holding the lock sends what is due.
 """
 
 from __future__ import annotations
@@ -36,8 +37,6 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
-
-import filelock
 
 from ost import intervals
 from ost.alerts.policy import (
@@ -53,7 +52,8 @@ from ost.alerts.policy import (
     evaluate,
     mark_sent,
 )
-from ost.errors import OstError
+from ost.backend import hold_lock
+from ost.errors import Locked, OstError
 from ost.gaps import check_gaps
 from ost.intervals import Stream
 from ost.ledger import Ledger, StreamState, utcnow
@@ -230,9 +230,9 @@ def run_watchdog(
     ledger = ledger or Ledger.for_settings(settings)
     store = store if store is not None else CandleStore(settings.data_dir)
     config = LadderConfig.from_settings(settings, cadence)
-    lock = filelock.FileLock(f"{ledger.path}.watchdog.lock", timeout=lock_timeout_s)
+    lock_file = f"{ledger.path}.watchdog.lock"
     try:
-        with lock:
+        with hold_lock(lock_file, "the watchdog", timeout=lock_timeout_s):
             return _evaluate_and_send(
                 settings,
                 now,
@@ -242,8 +242,8 @@ def run_watchdog(
                 notifier=notifier,
                 gaps_check=gaps_check,
             )
-    except filelock.Timeout:
-        log.warning("Another watchdog evaluation holds %s: this one sends nothing.", lock.lock_file)
+    except Locked:
+        log.warning("Another watchdog evaluation holds %s: this one sends nothing.", lock_file)
         ladder = LadderState.from_json(ledger.ladder())
         states = observed_states(ledger.stream_states(), store, config.streams)
         return WatchdogReport(evaluate(now, config, states, ladder), (), ladder, skipped=True)

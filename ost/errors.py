@@ -18,7 +18,8 @@
     │   ├── StoreCorrupt           a stored file does not read as a valid partition
     │   │   └── PartitionCorrupt   one partition file: quarantined and fetched again by ingestion
     │   ├── LedgerUnavailable      the ingestion ledger cannot be read or written (not the candles)
-    │   └── StreamLocked           another process held a stream's write lock past the wait
+    │   └── Locked                 another process held a lock file past the wait
+    │       └── StreamLocked       ... a stream's write lock: only that stream fails
     ├── ArchiveError               a data.binance.vision file is missing or fails its checksum
     └── NotifyError                no apprise target accepted a notification
 
@@ -246,13 +247,28 @@ class LedgerUnavailable(StoreError):
         self.fault = fault
 
 
-class StreamLocked(StoreError):
+class Locked(StoreError):
+    """Another process held a lock file for longer than a writer waits (see :mod:`ost.backend`).
+
+    The message names the lock file and the PID written in it.
+    """
+
+    reason = "locked"
+    hint = "Another process holds the lock (its PID is above): if it is stuck, stop it."
+    #: Who gives up when the wait runs out, and what that costs, as the messages say it.
+    waiter: ClassVar[str] = "this writer"
+    outcome: ClassVar[str] = "the file it guards was not changed"
+
+
+class StreamLocked(Locked):
     """Another process held a stream's write lock for longer than a writer waits.
 
     Only that stream fails; the message names the lock file and the PID written in it.
     """
 
     reason = "stream_locked"
+    waiter = "this stream"
+    outcome = "this stream is not written in this run"
     hint = (
         "Another process is writing this stream (its PID is above): if it is stuck, stop it; "
         "the next run catches up. The other streams were not affected."

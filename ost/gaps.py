@@ -12,15 +12,19 @@ proves nothing. :mod:`ost.backfill` and :mod:`ost.ingest` record them per stream
 
     <OST_DATA_DIR>/gaps/symbol=<SYMBOL>/interval=<INTERVAL>/exchange_gaps.json
 
-(outside ``klines/``, which holds only the candle dataset), written atomically: a temp file in the
-same directory, flushed and fsynced, then ``os.replace`` and an fsync of the directory. Its
-content is ``{"format": 2, "symbol", "interval", "gaps": [{"first_open_time", "last_open_time",
-"first_open_ms", "last_open_ms", "candles", "evidence": {"host", "request", "next_open_time",
-"next_open_ms", "answered_at", "answered_at_ms"}}, ...]}``, sorted and not overlapping, ISO times
-in UTC. A record of format 1 (before evidence) is still read, but an entry without evidence
-counts for nothing: its candles are missing (listed as ``unverified``) until Binance is asked
-again, and the next write of the file drops it. :meth:`ExchangeGapLog.forget` (``ost gaps
---recheck``) forgets the recorded gaps of a range, so that a wrong record can always be undone.
+(outside ``klines/``, which holds only the candle dataset; the path is the store's
+:func:`~ost.store.stream_path`). It goes through the store's backend like a partition file: each
+change is a read-modify-write under the record's lock (``locks/<SYMBOL>-<INTERVAL>.gaps.lock``,
+:meth:`~ost.store.CandleStore.lock`) that ends in the backend's atomic write (a temp file in the
+same directory, flushed and fsynced, then ``os.replace`` and an fsync of the directory; one
+upload on an object store). Its content is ``{"format": 2, "symbol", "interval", "gaps":
+[{"first_open_time", "last_open_time", "first_open_ms", "last_open_ms", "candles", "evidence":
+{"host", "request", "next_open_time", "next_open_ms", "answered_at", "answered_at_ms"}}, ...]}``,
+sorted and not overlapping, ISO times in UTC. A record of format 1 (before evidence) is still
+read, but an entry without evidence counts for nothing: its candles are missing (listed as
+``unverified``) until Binance is asked again, and the next write of the file drops it.
+:meth:`ExchangeGapLog.forget` (``ost gaps --recheck``) forgets the recorded gaps of a range, so
+that a wrong record can always be undone.
 
 :func:`check_gaps` counts a candle as **missing** when it is closed (opens before the current
 candle by ``now_ms``), lies in the checked range, is not stored and is not inside a recorded
@@ -35,30 +39,22 @@ Exit statuses (``ost gaps``, see CONTRACT.md): 0 nothing missing (exchange-side 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
-import os
-import posixpath
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import filelock
-import fsspec
 import numpy as np
-from fsspec.implementations.local import LocalFileSystem
 
 from ost import clock, intervals, klines
-from ost.errors import EXIT_FAILED, EXIT_GAPS, EXIT_OK, OstError, StoreCorrupt, StoreError
+from ost.errors import EXIT_FAILED, EXIT_GAPS, EXIT_OK, OstError, StoreCorrupt
 from ost.intervals import Stream
-from ost.store import CandleStore, replace_atomically, write_bytes_synced
+from ost.store import GAPS_DIR, CandleStore, stream_path
 
 #: A half-open range ``[start_ms, end_ms)`` of open times; both bounds are open times.
 Range = tuple[int, int]
 
-GAPS_DIR: Final = "gaps"
-GAPS_FILE: Final = "exchange_gaps.json"
 #: Format 2 gives every gap its evidence; format 1 (no evidence) is still read.
 GAPS_FORMAT: Final = 2
 READABLE_GAPS_FORMATS: Final = (1, GAPS_FORMAT)
@@ -237,24 +233,22 @@ class Unanswered:
 
 
 class ExchangeGapLog:
-    """The exchange-side gaps recorded per stream under ``<data_dir>/gaps/``, with evidence."""
+    """The exchange-side gaps recorded per stream under ``<data_dir>/gaps/``, with evidence.
 
-    def __init__(self, data_dir: str) -> None:
-        self.fs, self.root = fsspec.core.url_to_fs(data_dir)
-        self.is_local = isinstance(self.fs, LocalFileSystem)
+    Its files are the store's: read, written and locked through ``store``'s backend.
+    """
+
+    def __init__(self, store: CandleStore) -> None:
+        self.store = store
 
     @classmethod
     def of(cls, store: CandleStore) -> ExchangeGapLog:
         """The log that lives beside ``store``'s candles."""
-        return cls(store.backend.url)
+        return cls(store)
 
     def path(self, symbol: str, interval: str) -> str:
         """The JSON file of one stream."""
-        intervals.check_symbol(symbol)
-        intervals.check_interval(interval)
-        return posixpath.join(
-            self.root, GAPS_DIR, f"symbol={symbol}", f"interval={interval}", GAPS_FILE
-        )
+        return self.store.backend.path(stream_path(GAPS_DIR, symbol, interval))
 
     def load(self, symbol: str, interval: str) -> list[Range]:
         """The stream's proven exchange-side gaps, merged and sorted (unverified ones left out)."""
@@ -268,11 +262,11 @@ class ExchangeGapLog:
     def entries(self, symbol: str, interval: str) -> tuple[list[ProvenGap], list[Range]]:
         """The stream's record as written: the proven gaps, and the ranges without evidence."""
         path = self.path(symbol, interval)
-        try:
-            with self.fs.open(path, "rb") as handle:
-                return _parse_record(interval, json.loads(handle.read()))
-        except FileNotFoundError:
+        data = self.store.backend.read_bytes(path)
+        if data is None:
             return [], []
+        try:
+            return _parse_record(interval, json.loads(data))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StoreCorrupt(f"{path} is not a record of exchange-side gaps: {exc!r}") from exc
 
@@ -284,7 +278,7 @@ class ExchangeGapLog:
         new = sorted((gap for gap in gaps if gap.candles[0] < gap.candles[1]), key=_by_start)
         if not new:
             return []
-        with self._locked(symbol, interval):
+        with self.store.lock(GAPS_DIR, symbol, interval):
             proven, _ = self.entries(symbol, interval)
             known = merged(gap.candles for gap in proven)
             added: list[ProvenGap] = []
@@ -300,7 +294,7 @@ class ExchangeGapLog:
 
         What was forgotten comes back; writing the record drops its entries without evidence.
         """
-        with self._locked(symbol, interval):
+        with self.store.lock(GAPS_DIR, symbol, interval):
             proven, unverified = self.entries(symbol, interval)
             forgotten = intersect([*(gap.candles for gap in proven), *unverified], [within])
             if not forgotten:
@@ -321,26 +315,7 @@ class ExchangeGapLog:
             "gaps": [_entry(interval, gap) for gap in gaps],
         }
         data = (json.dumps(body, indent=2) + "\n").encode()
-        path = self.path(symbol, interval)
-        try:
-            if self.is_local:
-                replace_atomically(path, lambda temp: write_bytes_synced(temp, data))
-            else:
-                self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
-                self.fs.pipe_file(path, data)  # one PUT: object stores apply it atomically
-        except OSError as exc:
-            raise StoreError(f"cannot write {path}: {exc}") from exc
-
-    @contextlib.contextmanager
-    def _locked(self, symbol: str, interval: str) -> Iterator[None]:
-        """The stream's record lock (local roots; a remote record's last writer wins)."""
-        if not self.is_local:
-            yield
-            return
-        directory = posixpath.dirname(self.path(symbol, interval))
-        os.makedirs(directory, exist_ok=True)
-        with filelock.FileLock(posixpath.join(directory, ".lock"), timeout=60):
-            yield
+        self.store.backend.write_bytes(self.path(symbol, interval), data)
 
 
 def _parse_record(interval: str, body: Any) -> tuple[list[ProvenGap], list[Range]]:

@@ -11,6 +11,14 @@ at once without losing a count.
 there, so the ledger goes to ``$XDG_STATE_HOME/ost/ledger.sqlite3`` (``~/.local/state/ost/``).
 SQLite's locking needs a local filesystem: not NFS.
 
+**Its files go through the store's primitives.** The ledger keeps this place (SQLite needs a path
+on a local disk that every process agrees on, which an fsspec URL is not), and SQLite does the
+database's own I/O and locking. Every other file of the ledger goes through a
+:class:`~ost.backend.LocalBackend` of its directory, like the candle store's files: the errors
+file is replaced with the backend's one atomic write, a corrupt ledger is moved aside with its
+``move``, and the ledger's lock files (``ledger.sqlite3.init.lock``, ``ledger-errors.json.lock``,
+beside it, where every process that opens this ledger finds them) are taken with its one lock.
+
 **What it holds: aggregates, never an event log**, so a scrape reads a few rows whatever the
 uptime:
 
@@ -57,15 +65,16 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import filelock
 
+from ost.backend import LocalBackend
 from ost.clock import ClockReading
-from ost.errors import LedgerUnavailable
+from ost.errors import LedgerUnavailable, Locked, StoreError
 from ost.intervals import Stream
 
 if TYPE_CHECKING:
@@ -304,6 +313,8 @@ class Ledger:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        #: The ledger's directory, through which its files other than the database go.
+        self._files = LocalBackend(str(self.path.parent))
         self._schema_ready = False
 
     @classmethod
@@ -617,14 +628,16 @@ class Ledger:
         path = self.errors_path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with filelock.FileLock(f"{path}.lock", timeout=BUSY_TIMEOUT_S):
+            with self._lock(f"{path.name}.lock"):
                 data = _read_json(path)
                 change(data)
-                temp = path.with_name(f".{path.name}.tmp")
-                temp.write_text(json.dumps(data, sort_keys=True), encoding="utf-8")
-                os.replace(temp, path)
-        except OSError as exc:  # filelock.Timeout included
-            raise self._unavailable(exc) from exc
+                self._files.write_bytes(str(path), json.dumps(data, sort_keys=True).encode())
+        except (OSError, StoreError) as exc:  # a lock held past the wait included
+            raise self._unavailable(_cause(exc)) from exc
+
+    def _lock(self, name: str) -> AbstractContextManager[None]:
+        """The lock file ``name`` beside the ledger, waited for up to the busy timeout."""
+        return self._files.lock(name, "the ingestion ledger", timeout=BUSY_TIMEOUT_S)
 
     # ---- internals --------------------------------------------------------------------------
 
@@ -725,8 +738,10 @@ class Ledger:
             if not self._schema_ready:
                 self._create_schema()
             db = self._connect()
-        except (sqlite3.Error, OSError, _Malformed) as exc:
-            raise self._unavailable(exc) from exc
+        except LedgerUnavailable:
+            raise
+        except (sqlite3.Error, OSError, StoreError, _Malformed) as exc:
+            raise self._unavailable(_cause(exc)) from exc
         try:
             yield db
         except sqlite3.Error as exc:
@@ -766,7 +781,7 @@ class Ledger:
         two processes never both move it (the second would move the new one).
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with filelock.FileLock(f"{self.path}.init.lock", timeout=BUSY_TIMEOUT_S):
+        with self._lock(f"{self.path.name}.init.lock"):
             try:
                 self._create_schema_locked()
             except (sqlite3.DatabaseError, _Malformed) as exc:
@@ -801,10 +816,10 @@ class Ledger:
         while target.exists():
             target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{number}")
             number += 1
-        os.replace(self.path, target)
+        self._files.move(str(self.path), str(target))
         for suffix in ("-wal", "-shm"):
             if Path(f"{self.path}{suffix}").exists():
-                os.replace(f"{self.path}{suffix}", f"{target}{suffix}")
+                self._files.move(f"{self.path}{suffix}", f"{target}{suffix}")
         log.warning(
             "The ingestion ledger %s was corrupt (%s): moved aside to %s, and a new one"
             " created; its counts start again from zero. The candles are not affected.",
@@ -952,7 +967,7 @@ def _error_name(exc: BaseException) -> str:
 
 def _fault_of(exc: BaseException, directory: Path) -> str:
     """Why ``exc`` stopped the ledger, as one of :data:`FAULTS`."""
-    if isinstance(exc, filelock.Timeout):
+    if isinstance(exc, filelock.Timeout | Locked):
         return LOCKED
     if isinstance(exc, _Malformed):
         return CORRUPT
@@ -967,6 +982,13 @@ def _fault_of(exc: BaseException, directory: Path) -> str:
             return READ_ONLY
     # "unable to open database file", "disk I/O error": the file system may say why.
     return _filesystem_fault(directory) or IO
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """What says why a file of the ledger failed: the error behind a backend's StoreError."""
+    if isinstance(exc, StoreError) and exc.__cause__ is not None:
+        return exc.__cause__
+    return exc
 
 
 def _filesystem_fault(directory: Path) -> str | None:

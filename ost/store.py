@@ -1,11 +1,15 @@
 """The candle store: one Parquet file per stream and time partition, rewritten atomically.
 
-Layout (``root`` is ``OST_DATA_DIR``, a local path or an fsspec URL)::
+Layout (``root`` is ``OST_DATA_DIR``, a local path or an fsspec URL); every path of a stream's
+file comes from one function, :func:`stream_path`::
 
     <root>/klines/symbol=<SYMBOL>/interval=<INTERVAL>/period=<YYYY-MM-DD>/part.parquet
-    <root>/locks/<SYMBOL>-<INTERVAL>.<0-15>.lock   (striped by partition date; local roots only,
-                                                  remote roots lock in the temp dir)
+    <root>/gaps/symbol=<SYMBOL>/interval=<INTERVAL>/exchange_gaps.json   (see :mod:`ost.gaps`)
+    <root>/locks/<SYMBOL>-<INTERVAL>.<0-15>.lock   (a partition's, striped by its date)
+    <root>/locks/<SYMBOL>-<INTERVAL>.gaps.lock     (the gap record's)
     <root>/quarantine/<YYYYMMDDTHHMMSS.ffffffZ>/klines/...   (files moved out of the dataset)
+
+A root that is not local keeps its ``locks/`` in this machine's temp dir (see :mod:`ost.backend`).
 
 ``period`` is the first day of the candle's time partition (:func:`ost.intervals.partition_start`:
 a day, a month or a year, see ``PARTITION_SPAN``). A file holds only the stored ``COLUMNS`` of
@@ -13,10 +17,12 @@ a day, a month or a year, see ``PARTITION_SPAN``). A file holds only the stored 
 from the hive path, so ``pyarrow.dataset.dataset(<root>/klines, partitioning="hive")`` and DuckDB's
 ``read_parquet('<root>/klines/**/*.parquet', hive_partitioning=true)`` read the whole store.
 
-Write protocol (:meth:`CandleStore.merge`): the incoming frame is checked (columns, dtypes, and
+Write protocol (:meth:`CandleStore.merge`, a template method over the raw I/O of its
+:class:`~ost.backend.Backend`): the incoming frame is checked (columns, dtypes, and
 :func:`ost.klines.validate`) before anything is touched. Then for each partition it touches, under
-the stream's lock: read the stored file, drop the stored rows whose ``open_time`` comes again (the
-newest fetch wins), concatenate, sort, validate, and write the whole partition:
+the partition's lock: read the stored file, drop the stored rows whose ``open_time`` comes again
+(the newest fetch wins), concatenate, sort, validate, and write the whole partition with the
+backend's one atomic write, :meth:`~ost.backend.Backend.replace`:
 
 1. write ``.part-<random>.tmp`` in the partition's directory (a leading dot and no ``.parquet``
    suffix: neither DuckDB's glob nor pyarrow ever reads it), flush and ``fsync`` it;
@@ -50,30 +56,26 @@ import contextlib
 import copy
 import datetime as dt
 import functools
-import hashlib
 import logging
-import os
 import posixpath
-import tempfile
 import threading
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import fastparquet
-import filelock
-import fsspec
 import numpy as np
 import pandas as pd
-from fsspec.implementations.local import LocalFileSystem
 
 from ost import intervals, klines
+from ost.backend import LOCKS_DIR, Backend, is_temp, open_backend
+from ost.backend import open_synced as _open_synced  # the name the Parquet writer below uses
 from ost.errors import (
     BadInput,
     InvalidCandle,
+    Locked,
     PartitionCorrupt,
     StoreCorrupt,
     StoreError,
@@ -85,13 +87,16 @@ from ost.settings import load_settings
 __all__ = [
     "CandleStore",
     "Location",
-    "ParquetBackend",
     "Quarantined",
     "TimeBound",
     "load_klines",
     "locate",
     "partition_path",
     "quarantine_path",
+    "read_footer",
+    "read_frame",
+    "stream_path",
+    "write_frame",
 ]
 
 log = logging.getLogger(__name__)
@@ -103,6 +108,9 @@ TimeBound = int | str | dt.datetime | None
 
 KLINES_DIR: Final = "klines"
 PARTITION_FILE: Final = "part.parquet"
+#: Each stream's record of exchange-side gaps (:class:`ost.gaps.ExchangeGapLog`).
+GAPS_DIR: Final = "gaps"
+GAPS_FILE: Final = "exchange_gaps.json"
 QUARANTINE_DIR: Final = "quarantine"
 #: The directory of one quarantine move: its UTC time, to the microsecond (sorts in time order).
 QUARANTINE_STAMP: Final = "%Y%m%dT%H%M%S.%fZ"
@@ -110,8 +118,6 @@ QUARANTINE_STAMP: Final = "%Y%m%dT%H%M%S.%fZ"
 QUARANTINE_LOG: Final = 10_000
 #: How much of a problem a quarantine line quotes.
 PROBLEM_CHARS: Final = 240
-TEMP_PREFIX: Final = ".part-"
-TEMP_SUFFIX: Final = ".tmp"
 COMPRESSION: Final = "ZSTD"
 #: Columns whose min/max go in the footer: the times that readers filter on (and that
 #: ``last_open_time`` reads). Statistics of every column cost a third of each write.
@@ -122,8 +128,6 @@ STATISTICS_COLUMNS: Final = ("open_time", "close_time")
 DEFAULT_LOCK_TIMEOUT_S: Final = 60.0
 #: After this long a writer still waiting for a lock says so, naming the PID that holds it.
 LOCK_ANNOUNCE_AFTER_S: Final = 5.0
-#: How much of the holder's command line a lock message quotes.
-HOLDER_CHARS: Final = 120
 #: Lock files per stream; a partition takes the one its date falls on.
 LOCK_STRIPES: Final = 16
 
@@ -136,18 +140,43 @@ def klines_dir(root: str) -> str:
     return posixpath.join(root, KLINES_DIR)
 
 
-def stream_dir(root: str, symbol: str, interval: str) -> str:
-    """The directory of one stream; the symbol and interval are validated first."""
+#: What a stream keeps under the root: its candle partitions, its record of exchange-side gaps.
+Kind = Literal["klines", "gaps"]
+
+
+def stream_path(
+    kind: Kind, symbol: str, interval: str, period: dt.date | None = None, *, lock: bool = False
+) -> str:
+    """Where a stream's file of ``kind`` is, relative to the root: the one rule of the layout.
+
+    ``klines`` with a ``period``: that partition's ``part.parquet``; without: the directory of
+    the stream's partitions. ``gaps``: the stream's gap record. ``lock=True``: the file's lock,
+    ``locks/<SYMBOL>-<INTERVAL>.<stripe>.lock`` for a partition (``LOCK_STRIPES`` per stream, by
+    date, so neighbouring partitions can be written at once with a bounded number of lock files),
+    ``locks/<SYMBOL>-<INTERVAL>.gaps.lock`` for the gap record. The symbol and interval are
+    validated first.
+    """
     intervals.check_symbol(symbol)
     intervals.check_interval(interval)
-    return posixpath.join(klines_dir(root), f"symbol={symbol}", f"interval={interval}")
+    stream = posixpath.join(f"symbol={symbol}", f"interval={interval}")
+    if kind == GAPS_DIR:
+        if lock:
+            return posixpath.join(LOCKS_DIR, f"{symbol}-{interval}.gaps.lock")
+        return posixpath.join(GAPS_DIR, stream, GAPS_FILE)
+    if period is None:
+        if lock:
+            raise ValueError("a stream's partitions are locked one partition at a time")
+        return posixpath.join(KLINES_DIR, stream)
+    if lock:
+        return posixpath.join(
+            LOCKS_DIR, f"{symbol}-{interval}.{period.toordinal() % LOCK_STRIPES}.lock"
+        )
+    return posixpath.join(KLINES_DIR, stream, f"period={period.isoformat()}", PARTITION_FILE)
 
 
 def partition_path(root: str, symbol: str, interval: str, period: dt.date) -> str:
     """The file of the partition of ``symbol``/``interval`` that starts on ``period``."""
-    return posixpath.join(
-        stream_dir(root, symbol, interval), f"period={period.isoformat()}", PARTITION_FILE
-    )
+    return posixpath.join(root, stream_path(KLINES_DIR, symbol, interval, period))
 
 
 def relative_path(root: str, path: str) -> str:
@@ -226,11 +255,6 @@ def read_by_consumers(relative: str) -> bool:
     return parts[-1].endswith(".parquet") or not any(part.startswith((".", "_")) for part in parts)
 
 
-def is_temp(name: str) -> bool:
-    """Whether ``name`` is the name of a writer's temp file (see :func:`replace_atomically`)."""
-    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
-
-
 def _key_value(name: str, key: str) -> str | None:
     """The value of a hive directory name ``key=value``, or None for any other name."""
     prefix = f"{key}="
@@ -258,152 +282,49 @@ def _valid(check: Callable[[str], str], value: str | None) -> str | None:
         return None
 
 
-# ---- the raw backend: bytes in and out, nothing about candles ----------------------------------
+# ---- the Parquet codec: a frame to a partition file and back, through the backend -------------
 
 
-class ParquetBackend:
-    """Raw access to partition files: read or atomically write one, list names, read a statistic.
+def read_frame(backend: Backend, path: str) -> pd.DataFrame | None:
+    """The whole Parquet file ``path`` as a frame, or None if there is no such file."""
+    frame: pd.DataFrame | None = _parse(backend, path, lambda parquet: parquet.to_pandas())
+    return frame
 
-    It neither sorts, deduplicates nor validates. :meth:`write` assumes the caller holds the lock
-    of the stream the file belongs to (it removes the stale temp files of its directory).
+
+def read_footer(backend: Backend, path: str) -> Footer | None:
+    """The file's columns, dtypes, minima and maxima from its footer alone (None: no file)."""
+    footer: Footer | None = _parse(
+        backend,
+        path,
+        lambda parquet: Footer(
+            {str(name): str(dtype) for name, dtype in parquet.dtypes.items()},
+            dict(parquet.statistics["min"]),
+            dict(parquet.statistics["max"]),
+        ),
+    )
+    return footer
+
+
+def write_frame(backend: Backend, path: str, frame: pd.DataFrame) -> None:
+    """Replace ``path`` with ``frame`` as Parquet, atomically (the caller holds its lock)."""
+    backend.replace(path, lambda temp: _write_parquet(temp, frame))
+
+
+def _parse(backend: Backend, path: str, use: Callable[[Any], Any]) -> Any:
+    """``use(ParquetFile)`` on one open handle of ``path``; None if there is no such file.
+
+    Footer and rows come through the same handle, so a concurrent ``os.replace`` of the file
+    cannot pair the old footer with the new rows.
     """
-
-    def __init__(self, root: str) -> None:
-        self.url = root
-        try:
-            self.fs, self.root = fsspec.core.url_to_fs(root)
-        except (ImportError, ValueError) as exc:  # an unknown protocol, or its package missing
-            raise BadInput(f"OST_DATA_DIR {root!r} cannot be opened: {exc}") from None
-        self.is_local = isinstance(self.fs, LocalFileSystem)
-
-    def read(self, path: str) -> pd.DataFrame | None:
-        """The whole file as a frame, or None if there is no such file."""
-        frame: pd.DataFrame | None = self._parse(path, lambda parquet: parquet.to_pandas())
-        return frame
-
-    def footer(self, path: str) -> Footer | None:
-        """The file's columns, dtypes, minima and maxima from its footer alone (None: no file)."""
-        footer: Footer | None = self._parse(
-            path,
-            lambda parquet: Footer(
-                {str(name): str(dtype) for name, dtype in parquet.dtypes.items()},
-                dict(parquet.statistics["min"]),
-                dict(parquet.statistics["max"]),
-            ),
-        )
-        return footer
-
-    def _parse(self, path: str, use: Callable[[Any], Any]) -> Any:
-        """``use(ParquetFile)`` on one open handle of ``path``; None if there is no such file.
-
-        Footer and rows come through the same handle, so a concurrent ``os.replace`` of the file
-        cannot pair the old footer with the new rows.
-        """
-        try:
-            with self.fs.open(path, "rb") as handle:
-                return use(fastparquet.ParquetFile(handle))
-        except FileNotFoundError:
-            return None
-        except PermissionError as exc:
-            raise StoreError(f"cannot read {path}: {exc}") from exc
-        except Exception as exc:  # a damaged file fails in many ways: OSError, TypeError, ...
-            raise StoreCorrupt(f"{path} is not a readable Parquet file: {exc!r}") from exc
-
-    def exists(self, path: str) -> bool:
-        """Whether ``path`` exists."""
-        return bool(self.fs.exists(path))
-
-    def list_names(self, directory: str) -> list[str]:
-        """The names of the entries of ``directory``, sorted; none if it does not exist."""
-        try:
-            entries = self.fs.ls(directory, detail=False)
-        except FileNotFoundError:
-            return []
-        return sorted(posixpath.basename(str(entry).rstrip("/")) for entry in entries)
-
-    def list_files(self, directory: str) -> list[str]:
-        """The names of the files (not directories) in ``directory``, sorted."""
-        try:
-            entries = self.fs.ls(directory, detail=True)
-        except FileNotFoundError:
-            return []
-        return sorted(
-            posixpath.basename(str(entry["name"]).rstrip("/"))
-            for entry in entries
-            if entry.get("type") == "file"
-        )
-
-    def find(self, directory: str) -> list[str]:
-        """Every file below ``directory`` (hidden ones too), as full paths, sorted."""
-        try:
-            return sorted(str(path) for path in self.fs.find(directory, withdirs=False))
-        except FileNotFoundError:
-            return []
-        except OSError as exc:  # no permission, an I/O error
-            raise StoreError(f"cannot list {directory}: {exc}") from exc
-
-    @contextlib.contextmanager
-    def open_input(self, path: str) -> Iterator[IO[bytes]]:
-        """``path`` open for reading, as bytes (for a reader such as pyarrow)."""
-        with self.fs.open(path, "rb") as handle:
-            yield handle
-
-    def url_of(self, path: str) -> str:
-        """``path`` as a reader that speaks fsspec opens it: a local path, or a URL."""
-        return path if self.is_local else str(self.fs.unstrip_protocol(path))
-
-    def move(self, path: str, destination: str) -> None:
-        """Move the file ``path`` to ``destination`` (a new name), creating its directories.
-
-        On a local root it is one ``os.replace``, with both directories fsynced: a crash leaves
-        the file at one of the two names. Elsewhere it is the filesystem's move (an object
-        store's copy, then delete: a crash may leave it at both).
-        """
-        try:
-            if self.is_local:
-                _make_dirs_durably(os.path.dirname(destination))
-                os.replace(path, destination)
-                _fsync_dir(os.path.dirname(destination))
-                _fsync_dir(os.path.dirname(path))
-            else:
-                self.fs.makedirs(posixpath.dirname(destination), exist_ok=True)
-                self.fs.mv(path, destination)
-        except OSError as exc:
-            raise StoreError(f"cannot move {path} to {destination}: {exc}") from exc
-
-    def remove(self, path: str) -> None:
-        """Remove the file ``path`` (gone already is fine)."""
-        try:
-            if self.is_local:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(path)
-                _fsync_dir(os.path.dirname(path))
-            else:
-                self.fs.rm_file(path)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise StoreError(f"cannot remove {path}: {exc}") from exc
-
-    def write(self, path: str, frame: pd.DataFrame) -> None:
-        """Replace ``path`` with ``frame`` atomically: readers see the old file or the new one."""
-        try:
-            if self.is_local:
-                self._write_local(path, frame)
-            else:
-                self._write_remote(path, frame)
-        except OSError as exc:
-            raise StoreError(f"cannot write {path}: {exc}") from exc
-
-    def _write_local(self, path: str, frame: pd.DataFrame) -> None:
-        replace_atomically(path, lambda temp: _write_parquet(temp, frame))
-
-    def _write_remote(self, path: str, frame: pd.DataFrame) -> None:
-        with tempfile.TemporaryDirectory(prefix="ost-store-") as scratch:
-            temp = os.path.join(scratch, PARTITION_FILE)
-            _write_parquet(temp, frame)
-            self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
-            self.fs.put_file(temp, path)
+    try:
+        with backend.open_input(path) as handle:
+            return use(fastparquet.ParquetFile(handle))
+    except FileNotFoundError:
+        return None
+    except PermissionError as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from exc
+    except Exception as exc:  # a damaged file fails in many ways: OSError, TypeError, ...
+        raise StoreCorrupt(f"{path} is not a readable Parquet file: {exc!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -479,70 +400,6 @@ def _object_labelled(frame: pd.DataFrame) -> pd.DataFrame:
     return labelled
 
 
-def replace_atomically(path: str, write_temp: Callable[[str], None]) -> None:
-    """Replace the local file ``path`` with what ``write_temp(temp)`` writes and fsyncs.
-
-    The temp file sits in the same directory, named with a leading dot and no ``.parquet``
-    suffix (no reader ever opens it); then ``os.replace`` and an fsync of the directory. A crash
-    at any instant leaves the old file or the new one, never a half-written one.
-    """
-    directory = os.path.dirname(path)
-    _make_dirs_durably(directory)
-    _remove_stale_temps(directory)
-    fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=directory)
-    os.close(fd)
-    try:
-        write_temp(temp)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temp)
-        raise
-    _fsync_dir(directory)
-
-
-def write_bytes_synced(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path``, flushed and fsynced."""
-    with _open_synced(path, "wb") as file:
-        file.write(data)
-
-
-@contextlib.contextmanager
-def _open_synced(path: str, mode: str) -> Iterator[IO[bytes]]:
-    """Open ``path`` for fastparquet; on success, flush and fsync it before closing."""
-    with open(path, mode) as file:
-        yield file
-        file.flush()
-        os.fsync(file.fileno())
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _make_dirs_durably(directory: str) -> None:
-    """Create ``directory`` and its missing parents, fsyncing each parent that gains an entry."""
-    if os.path.isdir(directory):
-        return
-    parent = os.path.dirname(directory)
-    _make_dirs_durably(parent)
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(directory)
-    _fsync_dir(parent)
-
-
-def _remove_stale_temps(directory: str) -> None:
-    """Remove the temp files that a killed writer left (the stream's lock is held)."""
-    for name in os.listdir(directory):
-        if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(directory, name))
-
-
 # ---- the store: merge logic on top of the backend ----------------------------------------------
 
 
@@ -586,7 +443,7 @@ class CandleStore:
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
         lock_announce_after: float = LOCK_ANNOUNCE_AFTER_S,
     ) -> None:
-        self.backend = ParquetBackend(root)
+        self.backend = open_backend(root)
         self.lock_timeout = lock_timeout
         self.lock_announce_after = lock_announce_after
         self._quarantined: deque[Quarantined] = deque(maxlen=QUARANTINE_LOG)
@@ -609,18 +466,18 @@ class CandleStore:
         incoming = _checked_incoming(frame, interval)
         added = 0
         for period, rows in split_by_partition(interval, incoming):
-            with self._lock(symbol, interval, period):
+            with self.lock(KLINES_DIR, symbol, interval, period):
                 added += self._merge_partition(symbol, interval, period, rows)
         return added
 
     def _merge_partition(
         self, symbol: str, interval: str, period: dt.date, rows: pd.DataFrame
     ) -> int:
-        """Read-modify-write one partition (the stream's lock is held); the new open times."""
+        """Read-modify-write one partition (its lock is held); the new open times."""
         path = self._path(symbol, interval, period)
         stored = self._read_partition(symbol, interval, period)
         if stored is None:
-            self.backend.write(path, rows.reset_index(drop=True))
+            write_frame(self.backend, path, rows.reset_index(drop=True))
             self._quarantine_foreign(symbol, interval, period)
             return len(rows)
         replaced = np.isin(klines.open_time_ms(stored), klines.open_time_ms(rows))
@@ -632,43 +489,26 @@ class CandleStore:
             problem = f"holds candles that do not validate: {exc.args[0]}"
             raise self._corrupt(symbol, interval, period, problem) from exc
         if not klines.rows_equal(merged, stored):
-            self.backend.write(path, merged)
+            write_frame(self.backend, path, merged)
             self._quarantine_foreign(symbol, interval, period)
         return len(rows) - int(replaced.sum())
 
-    def _lock(
-        self, symbol: str, interval: str, period: dt.date
-    ) -> contextlib.AbstractContextManager[Any]:
-        """The lock of one partition's read-modify-write.
+    def lock(
+        self, kind: Kind, symbol: str, interval: str, period: dt.date | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        """The lock of a stream's file of ``kind`` (:func:`stream_path`), for its read-modify-write.
 
-        Partitions are spread over ``LOCK_STRIPES`` lock files per stream by their date, so
-        neighbouring partitions (a backfill's) can be written at once, with a bounded number of
-        lock files. The holder writes its PID into the lock file. A writer that waits for it
-        says so after ``lock_announce_after`` seconds, naming that PID, and gives up after
-        ``lock_timeout``: :class:`~ost.errors.StreamLocked`, which fails only this stream.
+        The holder writes its PID into the lock file. A writer that waits for it says so after
+        ``lock_announce_after`` seconds, naming that PID, and gives up after ``lock_timeout``:
+        :class:`~ost.errors.StreamLocked`, which fails only this stream.
         """
-        lock = filelock.FileLock(
-            self._lock_file(symbol, interval, period),
-            on_acquired=_write_pid,
-            preserve_lock_file=True,
-        )
-        return _waiting_for(
-            lock,
+        return self.backend.lock(
+            stream_path(kind, symbol, interval, period, lock=True),
             f"{symbol} {interval}",
             timeout=self.lock_timeout,
             announce_after=self.lock_announce_after,
+            error=StreamLocked,
         )
-
-    def _lock_file(self, symbol: str, interval: str, period: dt.date) -> Path:
-        directory = self._lock_dir()
-        directory.mkdir(parents=True, exist_ok=True)
-        return directory / f"{symbol}-{interval}.{period.toordinal() % LOCK_STRIPES}.lock"
-
-    def _lock_dir(self) -> Path:
-        if self.backend.is_local:
-            return Path(self.backend.root) / "locks"
-        key = hashlib.sha256(self.backend.url.encode()).hexdigest()[:16]
-        return Path(tempfile.gettempdir()) / "ost-locks" / key
 
     # -- reading
 
@@ -705,7 +545,7 @@ class CandleStore:
         for period in reversed(self._periods(symbol, interval)):
             path = self._path(symbol, interval, period)
             try:
-                footer = self.backend.footer(path)
+                footer = read_footer(self.backend, path)
             except StoreCorrupt as exc:
                 raise self._corrupt(symbol, interval, period, _unreadable(exc)) from exc
             if footer is None:
@@ -748,7 +588,9 @@ class CandleStore:
 
     def _periods(self, symbol: str, interval: str) -> list[dt.date]:
         """The dates of the stream's ``period=`` directories (names only, no file is opened)."""
-        names = self.backend.list_names(stream_dir(self.backend.root, symbol, interval))
+        names = self.backend.list_names(
+            self.backend.path(stream_path(KLINES_DIR, symbol, interval))
+        )
         return sorted(
             period
             for period in map(_period_of, names)
@@ -762,7 +604,7 @@ class CandleStore:
     def _read_partition(self, symbol: str, interval: str, period: dt.date) -> pd.DataFrame | None:
         """The stored partition, checked to hold only its own, sorted, well-typed candles."""
         try:
-            stored = self.backend.read(self._path(symbol, interval, period))
+            stored = read_frame(self.backend, self._path(symbol, interval, period))
         except StoreCorrupt as exc:
             raise self._corrupt(symbol, interval, period, _unreadable(exc)) from exc
         if stored is None:
@@ -810,7 +652,7 @@ class CandleStore:
         :meth:`partition_problem`): a file that another process replaced meanwhile with a good
         one stays, and None is returned. The move is announced in one warning line.
         """
-        with self._lock(symbol, interval, period):
+        with self.lock(KLINES_DIR, symbol, interval, period):
             problem = (check or (lambda: self.partition_problem(symbol, interval, period)))()
             if problem is None:
                 return None
@@ -825,7 +667,7 @@ class CandleStore:
         where = locate(relative_path(self.backend.root, path))
         guard: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         if where.symbol and where.interval and where.period:
-            guard = self._lock(where.symbol, where.interval, where.period)
+            guard = self.lock(KLINES_DIR, where.symbol, where.interval, where.period)
         with guard:
             if not self.backend.exists(path):
                 return None
@@ -853,16 +695,17 @@ class CandleStore:
         where = locate(relative_path(self.backend.root, path))
         if not (where.symbol and where.interval and where.period):
             raise StoreError(f"{path} is not in a partition directory")
-        lock = filelock.FileLock(self._lock_file(where.symbol, where.interval, where.period))
-        try:
-            lock.acquire(timeout=0)
-        except filelock.Timeout:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            lock.release()
+        lock = stream_path(KLINES_DIR, where.symbol, where.interval, where.period, lock=True)
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(
+                    self.backend.lock(lock, f"{where.symbol} {where.interval}", timeout=0)
+                )
+            except Locked:
+                free = False
+            else:
+                free = True
+            yield free
 
     def healing(
         self,
@@ -1059,60 +902,3 @@ def _bound_ms(bound: TimeBound, *, default: int) -> int:
 def _datetime64_ms(value: Any) -> int:
     """A footer statistic of a timestamp column as epoch ms."""
     return int(np.datetime64(value, "ms").astype(np.int64))
-
-
-@contextlib.contextmanager
-def _waiting_for(
-    lock: filelock.FileLock, stream: str, *, timeout: float, announce_after: float
-) -> Iterator[None]:
-    """Hold ``lock``, waited for ``timeout`` s at most; a wait past ``announce_after`` is told."""
-    try:
-        lock.acquire(timeout=min(timeout, announce_after))
-    except filelock.Timeout as exc:
-        if timeout > announce_after:
-            log.warning(
-                "%s: waiting for %s, held by %s; this stream gives up after %g s",
-                stream,
-                lock.lock_file,
-                _lock_holder(lock.lock_file),
-                timeout,
-            )
-            try:
-                lock.acquire(timeout=timeout - announce_after)
-            except filelock.Timeout as again:
-                raise _locked(lock, stream, timeout) from again
-        else:
-            raise _locked(lock, stream, timeout) from exc
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def _locked(lock: filelock.FileLock, stream: str, timeout: float) -> StreamLocked:
-    return StreamLocked(
-        f"{stream}: {lock.lock_file} was held by {_lock_holder(lock.lock_file)} for over "
-        f"{timeout:g} s; this stream is not written in this run"
-    )
-
-
-def _write_pid(fd: int) -> None:
-    """Write this process's PID into the lock file it now holds (filelock's ``on_acquired``)."""
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-
-
-def _lock_holder(lock_file: str) -> str:
-    """Who holds ``lock_file``, as its PID written in it says: ``PID 1234 (its command)``."""
-    try:
-        text = Path(lock_file).read_text(encoding="ascii", errors="replace").strip()
-    except OSError:
-        text = ""
-    if not text.isdigit():
-        return "a process that wrote no PID in it"
-    try:
-        command = Path(f"/proc/{text}/cmdline").read_bytes().replace(b"\0", b" ").strip()
-    except OSError:  # no /proc (not Linux), or the process is gone
-        return f"PID {text}"
-    shown = command.decode(errors="replace")
-    return f"PID {text} ({shown[:HOLDER_CHARS]})" if shown else f"PID {text}"

@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from ost import intervals, klines
+from ost.backend import is_temp
 from ost.errors import EXIT_FAILED, EXIT_OK, InvalidCandle, OstError, StoreCorrupt
 from ost.gaps import (
     ExchangeGapLog,
@@ -64,12 +65,12 @@ from ost.store import (
     QUARANTINE_DIR,
     CandleStore,
     Location,
-    is_temp,
     klines_dir,
     locate,
     parse_quarantined,
     partition_path,
     read_by_consumers,
+    read_frame,
     relative_path,
     schema_problem,
 )
@@ -243,7 +244,7 @@ class _Readers:
     def fastparquet_frame(self, path: str) -> tuple[pd.DataFrame | None, list[tuple[str, str]]]:
         """The file as the store reads it, and the problems fastparquet sees."""
         try:
-            frame = self.store.backend.read(path)
+            frame = read_frame(self.store.backend, path)
         except StoreCorrupt as exc:
             return None, [("unreadable", f"fastparquet: {_short(exc.__cause__)}")]
         except OstError as exc:

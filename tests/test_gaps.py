@@ -33,7 +33,7 @@ from ost.gaps import (
     subtract,
 )
 from ost.sim import SimHandle, exchange_gaps, market
-from ost.store import CandleStore, partition_path
+from ost.store import CandleStore, partition_path, read_frame, write_frame
 
 MINUTE = intervals.MINUTE_MS
 HALT_DAY = (parse_time("2023-03-24"), parse_time("2023-03-25"))
@@ -63,10 +63,10 @@ def rewrite_without(store: CandleStore, symbol: str, interval: str, drop: np.nda
     """Rewrite the partition that holds the open times ``drop`` without those rows."""
     period = intervals.partition_start(interval, int(drop[0]))
     path = partition_path(store.backend.root, symbol, interval, period)
-    stored = store.backend.read(path)
+    stored = read_frame(store.backend, path)
     assert stored is not None
     kept = stored[~np.isin(klines.open_time_ms(stored), drop)].reset_index(drop=True)
-    store.backend.write(path, kept)
+    write_frame(store.backend, path, kept)
 
 
 # ---- range arithmetic ---------------------------------------------------------------------------
@@ -320,7 +320,7 @@ def test_forgetting_cuts_the_record_to_outside_the_range(store: CandleStore) -> 
 
 def test_remote_fsspec_root_records_gaps() -> None:
     """An fsspec URL root (memory://) reads and writes the record too."""
-    log = ExchangeGapLog("memory://ost-gaps-test")
+    log = ExchangeGapLog.of(CandleStore("memory://ost-gaps-test"))
     gap = proven(0, 3 * 3600_000)
     assert log.record("ETHUSDT", "1h", [gap]) == [(0, 3 * 3600_000)]
     assert log.load("ETHUSDT", "1h") == [(0, 3 * 3600_000)]

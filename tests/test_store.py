@@ -30,6 +30,7 @@ from ost.store import (
     CandleStore,
     load_klines,
     partition_path,
+    read_frame,
 )
 
 pytestmark = pytest.mark.filterwarnings(FASTPARQUET_VALUES)
@@ -562,7 +563,7 @@ def test_partition_files_are_the_bytes_fastparquet_write_makes(store: CandleStor
     written = sorted((tmp_path / "klines").rglob("part.parquet"))
     assert len(written) == 2
     for path in written:
-        stored = store.backend.read(str(path))
+        stored = read_frame(store.backend, str(path))
         assert stored is not None
         reference = tmp_path / "reference.parquet"
         fastparquet.write(

@@ -19,7 +19,8 @@ from candles import FASTPARQUET_VALUES, make_candles
 from oracle import assert_candles
 
 from ost import klines
-from ost.store import TEMP_PREFIX, CandleStore
+from ost.backend import TEMP_PREFIX
+from ost.store import CandleStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings(FASTPARQUET_VALUES)]
 

@@ -30,7 +30,7 @@ HOLD = """
 import datetime as dt, sys, time
 from ost.store import CandleStore
 store = CandleStore(sys.argv[1])
-with store._lock(sys.argv[2], sys.argv[3], dt.date.fromisoformat(sys.argv[4])):
+with store.lock("klines", sys.argv[2], sys.argv[3], dt.date.fromisoformat(sys.argv[4])):
     print("held", flush=True)
     time.sleep(3600)
 """
@@ -64,7 +64,7 @@ def test_a_held_stream_lock_is_announced_bounded_and_fails_only_its_stream(
     assert holder.stdout is not None
     assert holder.stdout.readline().strip() == "held"
 
-    caplog.set_level(logging.WARNING, logger="ost.store")
+    caplog.set_level(logging.WARNING, logger="ost.backend")
     store = CandleStore(str(tmp_path), lock_timeout=3, lock_announce_after=1)
     runtime = runtime_for(sim, tmp_path, store)
     locked, free = runtime.ingest_many(runtime.streams())
@@ -95,6 +95,6 @@ def test_a_lock_file_names_its_holder(tmp_path: Path) -> None:
     """While a writer holds a partition's lock, the lock file holds that writer's PID."""
     store = CandleStore(str(tmp_path))
     period = intervals.partition_start("1h", NOW)
-    with store._lock("BTCUSDT", "1h", period):
+    with store.lock("klines", "BTCUSDT", "1h", period):
         [lock_file] = (tmp_path / "locks").iterdir()
         assert lock_file.read_text().strip() == str(os.getpid())
