@@ -15,7 +15,7 @@ from ost.args import parse_intervals, parse_symbols
 from ost.runtime import current_runtime
 from tasks.ingest import ingest_stream_task
 
-#: How many streams run at once within one flow run (they share one weight budget).
+#: Streams one ingest-all run ingests at once (one weight budget); not backfill's STREAMS_AT_ONCE.
 MAX_PARALLEL_STREAMS = 4
 
 #: Prefect types the runner's futures more narrowly than ``flow`` accepts; the pairing is its own.

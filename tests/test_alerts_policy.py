@@ -18,12 +18,12 @@ from alerts.policy import (
     Thresholds,
     evaluate,
     freshness,
-    human_duration,
     mark_sent,
     step,
     stream_health,
 )
 from ost.ledger import StreamState
+from ost.timefmt import human_duration
 
 T0 = dt.datetime(2026, 11, 3, 10, 0, tzinfo=dt.UTC)
 MIN = dt.timedelta(minutes=1)
