@@ -36,8 +36,8 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import apprise
+from ost.alerts.policy import Kind, Message
 
-from alerts.policy import Kind, Message
 from ost.errors import NotifyError
 from ost.ledger import Ledger
 from ost.retry import Backoff, retrying

@@ -5,19 +5,19 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
+from ost.flows.clock import log_clock_skew
+from ost.tasks.backfill import backfill_stream_task
 from prefect import flow, unmapped
 from prefect.artifacts import create_progress_artifact, create_table_artifact
 from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.clock import log_clock_skew
 from ost.args import FlowTime, flow_time_text, streams_and_range
 from ost.backfill import STREAMS_AT_ONCE
 from ost.clock import system_ms
 from ost.intervals import ALL, IntervalChoice
 from ost.runtime import current_runtime
-from tasks.backfill import backfill_stream_task
 
 #: Streams backfilled at once within one run, as ``ost backfill`` runs them (they share one
 #: weight budget and ``OST_MAX_CONCURRENCY`` requests in flight). Prefect types the runner's

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from ost.flows.clock import log_clock_skew
+from ost.tasks.ingest import ingest_stream_task
 from prefect import flow
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.flows import Flow
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.clock import log_clock_skew
 from ost.args import parse_intervals, parse_symbols
 from ost.runtime import current_runtime
-from tasks.ingest import ingest_stream_task
 
 #: Streams one ingest-all run ingests at once (one weight budget); not backfill's STREAMS_AT_ONCE.
 MAX_PARALLEL_STREAMS = 4

@@ -6,8 +6,7 @@ import datetime as dt
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from alerts.policy import (
+from ost.alerts.policy import (
     Condition,
     Kind,
     LadderConfig,
@@ -22,6 +21,7 @@ from alerts.policy import (
     step,
     stream_health,
 )
+
 from ost.ledger import StreamState
 from ost.timefmt import human_duration
 
