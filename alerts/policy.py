@@ -58,6 +58,7 @@ from ost import intervals
 from ost.intervals import Stream
 from ost.ledger import StreamState
 from ost.settings import DEFAULT_STALE_GRACE
+from ost.timefmt import alert_time, human_duration, report_time
 
 if TYPE_CHECKING:
     from ost.settings import Settings
@@ -411,7 +412,7 @@ def _escalation(
         f" {human_duration(thresholds.escalate)})."
     )
     lines = [
-        f"Binance candle ingestion has been down for {lasted}, since {_clock(outage_since)}.",
+        f"Binance candle ingestion has been down for {lasted}, since {alert_time(outage_since)}.",
         level_line,
         "",
         *_stream_lines(now, down),
@@ -453,24 +454,24 @@ def _why(item: StreamHealth) -> str:
     parts: list[str] = []
     if state.failing_since is not None:
         reason = state.last_reason or "error"
-        parts.append(f"failing ({reason}) since {_clock(state.failing_since)}")
+        parts.append(f"failing ({reason}) since {alert_time(state.failing_since)}")
     elif item.overdue and state.last_attempt_at is None:
         parts.append("no run recorded")
     elif item.overdue:
-        parts.append(f"no run since {_clock(state.last_attempt_at)}")
+        parts.append(f"no run since {alert_time(state.last_attempt_at)}")
     if item.stale:
         parts.append(_staleness(item.freshness))
-    last = _clock(state.last_success_at) if state.last_success_at else "never"
+    last = alert_time(state.last_success_at) if state.last_success_at else "never"
     parts.append(f"last success {last}")
     return "; ".join(parts)
 
 
 def _staleness(fresh: Freshness) -> str:
-    since = _clock(fresh.stale_since)
+    since = alert_time(fresh.stale_since)
     if fresh.newest_close is None or fresh.lag is None:
         return f"stale since {since}: no candle stored"
     return (
-        f"stale since {since}: newest candle closed {_clock(fresh.newest_close)}"
+        f"stale since {since}: newest candle closed {alert_time(fresh.newest_close)}"
         f" (lag {human_duration(fresh.lag)}), {fresh.behind} closed"
         f" candle{'' if fresh.behind == 1 else 's'} not stored"
     )
@@ -489,8 +490,8 @@ def _recovery(
     lasted = human_duration(recovered_at - since)
     tags = tuple(kind.value for kind in (Kind.ALERT, Kind.ESCALATE) if kind in state.notified)
     lines = [
-        f"Binance candle ingestion recovered at {_clock(recovered_at)} after being down for"
-        f" {lasted} (since {_clock(since)}). Every stream is ingesting again, none is stale.",
+        f"Binance candle ingestion recovered at {alert_time(recovered_at)} after being down for"
+        f" {lasted} (since {alert_time(since)}). Every stream is ingesting again, none is stale.",
         *_gaps_lines(gaps),
         "If the schedule was paused, resume it: `ost schedule resume`.",
     ]
@@ -502,7 +503,7 @@ def _gaps_lines(gaps: OutageGaps | None) -> list[str]:
     """What the gap check over the outage found, and the command that fixes the rest."""
     if gaps is None:
         return ["Gaps not checked: check with `ost gaps --interval all --days 1` (add --repair)."]
-    start = _iso_z(gaps.since)
+    start = report_time(_epoch_ms(gaps.since.replace(microsecond=0)))  # to the second
     lines = []
     if gaps.missing:
         total = sum(count for _, count in gaps.missing)
@@ -510,7 +511,8 @@ def _gaps_lines(gaps: OutageGaps | None) -> list[str]:
             f"{s} {i}: {count}" for (s, i), count in gaps.missing[:MAX_LISTED_STREAMS]
         )
         lines.append(
-            f"Gaps NOT healed: {total} candles since {_clock(gaps.since)} are missing ({listed});"
+            f"Gaps NOT healed: {total} candles since {alert_time(gaps.since)} are missing"
+            f" ({listed});"
             f" fill them with `ost gaps --interval all --start {start} --repair`."
         )
     if gaps.unchecked:
@@ -522,33 +524,9 @@ def _gaps_lines(gaps: OutageGaps | None) -> list[str]:
     if not lines:
         lines.append(
             f"Gaps healed: the store has every candle of the outage (gap check of"
-            f" {gaps.checked} streams from {_clock(gaps.since)})."
+            f" {gaps.checked} streams from {alert_time(gaps.since)})."
         )
     return lines
-
-
-def human_duration(span: dt.timedelta) -> str:
-    """``45 s``, ``31 min``, ``1 h 5 min``, ``2 d 3 h``: a duration for people."""
-    seconds = max(0, int(span.total_seconds()))
-    days, rest = divmod(seconds, 86_400)
-    hours, rest = divmod(rest, 3_600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours} h" if hours else f"{days} d"
-    if hours:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    if minutes:
-        return f"{minutes} min {secs} s" if secs and minutes < 10 else f"{minutes} min"
-    return f"{secs} s"
-
-
-def _clock(at: dt.datetime | None) -> str:
-    return "-" if at is None else at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _iso_z(at: dt.datetime) -> str:
-    """``2026-11-03T12:00:00Z``: a time as ``ost gaps --start`` takes it."""
-    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _epoch_ms(at: dt.datetime) -> int:

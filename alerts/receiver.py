@@ -21,6 +21,8 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Final
 
+from ost.timefmt import arrival_time
+
 HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8999
 
@@ -34,7 +36,7 @@ class _Handler(BaseHTTPRequestHandler):
             notice = json.loads(body)
         except ValueError:
             notice = {"type": "?", "title": "(not JSON)", "message": body.decode(errors="replace")}
-        when = dt.datetime.now(dt.UTC).strftime("%H:%M:%S")
+        when = arrival_time(dt.datetime.now(dt.UTC))
         kind = str(notice.get("type", "?")).upper()
         sys.stdout.write(
             f"{when} {kind:<8} {notice.get('title', '')}\n{notice.get('message', '')}\n\n"

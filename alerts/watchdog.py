@@ -58,6 +58,7 @@ from ost.gaps import check_gaps
 from ost.intervals import Stream
 from ost.ledger import Ledger, StreamState, utcnow
 from ost.store import CandleStore
+from ost.timefmt import json_time, moment
 
 if TYPE_CHECKING:
     from ost.alerts.notify import Delivery, Notifier
@@ -114,8 +115,8 @@ class LadderStatus:
         return {
             "level": self.level.name.lower(),
             "level_value": int(self.level),
-            "down_since": _iso(self.evaluation.down_since),
-            "outage_since": _iso(self.ladder.outage_since),
+            "down_since": json_time(self.evaluation.down_since),
+            "outage_since": json_time(self.ladder.outage_since),
             "notified": sorted(kind.value for kind in self.ladder.notified),
             "streams": [_stream_dict(item) for item in self.evaluation.streams],
         }
@@ -129,25 +130,21 @@ def _stream_dict(item: StreamHealth) -> dict[str, Any]:
         "interval": item.interval,
         "level": item.level.name.lower(),
         "state": item.condition.value,
-        "down_since": _iso(item.down_since),
+        "down_since": json_time(item.down_since),
         "overdue": item.overdue,
         "stale": item.stale,
-        "stale_since": _iso(fresh.stale_since),
+        "stale_since": json_time(fresh.stale_since),
         "lag_seconds": None if fresh.lag is None else fresh.lag.total_seconds(),
         "candles_behind": fresh.behind,
-        "last_success_at": _iso(state.last_success_at),
-        "last_attempt_at": _iso(state.last_attempt_at),
-        "failing_since": _iso(state.failing_since),
+        "last_success_at": json_time(state.last_success_at),
+        "last_attempt_at": json_time(state.last_attempt_at),
+        "failing_since": json_time(state.failing_since),
         "last_reason": state.last_reason,
         "last_error": state.last_error,
-        "last_candle_open_time": _iso(fresh.newest_open),
-        "last_candle_close_time": _iso(fresh.newest_close),
-        "expected_last_open_time": _iso(fresh.expected_open),
+        "last_candle_open_time": json_time(fresh.newest_open),
+        "last_candle_close_time": json_time(fresh.newest_close),
+        "expected_last_open_time": json_time(fresh.expected_open),
     }
-
-
-def _iso(at: dt.datetime | None) -> str | None:
-    return None if at is None else at.astimezone(dt.UTC).isoformat()
 
 
 def observed_states(
@@ -205,7 +202,7 @@ def outage_gaps(
             continue
         if result.missing_candles:
             missing.append((stream, result.missing_candles))
-    since = dt.datetime.fromtimestamp(earliest_ms / 1000, tz=dt.UTC)
+    since = moment(earliest_ms)
     return OutageGaps(since, len(config.streams), tuple(missing), tuple(unchecked))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import Any, Literal
 
 from prefect import flow, unmapped
@@ -14,6 +13,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from ost.args import FlowTime, flow_time_text, streams_and_range
 from ost.backfill import STREAMS_AT_ONCE
+from ost.clock import system_ms
 from ost.flows.clock import log_clock_skew
 from ost.intervals import ALL, IntervalChoice, Stream
 from ost.runtime import current_runtime
@@ -85,5 +85,5 @@ def streams_and_range_of(
         days=None if start is not None else days,
         start=flow_time_text(start),
         end=flow_time_text(end),
-        now_ms=int(time.time() * 1000),
+        now_ms=system_ms(),
     )

@@ -37,7 +37,7 @@ def check_gaps(
     """
     streams, start_ms, end_ms = streams_and_range_of(interval, days, start, end, symbols)
     report, status = current_runtime().check_gaps(
-        streams, start_ms, end_ms, repair_gaps=repair or recheck, recheck=recheck
+        streams, start_ms, end_ms, repair=repair or recheck, recheck=recheck
     )
     log_clock_skew()
     create_markdown_artifact(report.to_markdown(), key="gap-report", description="ost gaps")

@@ -16,7 +16,7 @@ from ost.intervals import Stream
 from ost.runtime import current_runtime
 from ost.tasks.ingest import ingest_stream_task
 
-#: How many streams run at once within one flow run (they share one weight budget).
+#: Streams one ingest-all run ingests at once (one weight budget); not backfill's STREAMS_AT_ONCE.
 MAX_PARALLEL_STREAMS = 4
 
 #: Prefect types the runner's futures more narrowly than ``flow`` accepts; the pairing is its own.

@@ -49,11 +49,6 @@ Span = Literal["daily", "monthly"]
 ARCHIVED_INTERVALS: Final = tuple(
     name for name, length in intervals.FIXED_INTERVAL_MS.items() if length <= intervals.DAY_MS
 )
-_FIELDS: Final = 12
-#: The 11 stored fields' types; the 12th ("ignore") is counted but not read.
-_CSV_DTYPES: Final = {
-    position: ("int64" if position in (0, 6, 8) else "float64") for position in range(11)
-}
 _CHECKSUM_RE: Final = re.compile(r"^([0-9a-fA-F]{64})\s+(\S+)\s*$")
 _HEADER_START: Final = b"open_time"
 NOT_FOUND: Final = 404
@@ -198,23 +193,24 @@ def parse_csv(text: bytes, interval: str, *, source: str = "archive CSV") -> pd.
     if not body:
         return klines.empty_frame()
     lines = body.count(b"\n") + 1
-    if body.count(b",") != (_FIELDS - 1) * lines:
-        raise ArchiveError(f"{source}: not every line has {_FIELDS} fields")
+    fields = len(klines.FIELDS)
+    if body.count(b",") != (fields - 1) * lines:
+        raise ArchiveError(f"{source}: not every line has {fields} fields")
     try:
         table = pd.read_csv(
             io.BytesIO(body),
             header=None,
-            names=range(_FIELDS),
-            usecols=range(_FIELDS - 1),
-            dtype=_CSV_DTYPES,
+            names=klines.FIELDS,  # the CSV's columns are the kline row's fields, in order
+            usecols=klines.COLUMNS,  # "ignore" is counted, not read
+            dtype=klines.COLUMN_DTYPES,
             na_filter=False,
             engine="c",
         )
     except (ValueError, pd.errors.ParserError) as exc:
-        raise ArchiveError(f"{source}: a line is not 12 kline fields: {exc}") from exc
-    if table.shape != (lines, _FIELDS - 1):
+        raise ArchiveError(f"{source}: a line is not {fields} kline fields: {exc}") from exc
+    if table.shape != (lines, len(klines.COLUMNS)):
         raise ArchiveError(f"{source}: read {len(table)} lines, expected {lines}")
-    columns = {name: table[position].to_numpy() for position, name in enumerate(klines.COLUMNS)}
+    columns = {name: table[name].to_numpy() for name in klines.COLUMNS}
     try:
         return klines.validate(klines.frame_from_columns(columns), interval)
     except InvalidCandle as exc:

@@ -67,7 +67,7 @@ from ost.errors import (
 from ost.klines import Columns
 from ost.pacing import MAX_WAIT_IN_RUN_S, HostBans, WeightPacer
 from ost.retry import RATE_LIMITS, RETRY_LOG, rate_limit_wait, retrying
-from ost.timefmt import iso_ms
+from ost.timefmt import terminal_time
 from ost.transport import deadline_transport, request_deadline
 from ost.urls import host_of, split_credentials, url_label
 
@@ -515,7 +515,7 @@ class BinanceClient:
             endpoint.label,
             _status(response),
             _retry_after_header(response),
-            iso_ms(until),
+            terminal_time(until),
         )
         return until
 
@@ -608,7 +608,7 @@ def _retry_after_header(response: httpx.Response) -> str:
 
 def _banned(until_ms: int) -> str:
     """``banned until 2026-05-01 12:00 UTC``."""
-    return f"banned until {iso_ms(until_ms)} UTC"
+    return f"banned until {terminal_time(until_ms)} UTC"
 
 
 def _binance_error(response: httpx.Response) -> tuple[int | None, str]:

@@ -6,8 +6,6 @@ core directly: they need no Prefect server and never import prefect.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -15,6 +13,8 @@ import typer
 from ost.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from rich.console import Console
 
     from ost.backfill import BackfillResult
@@ -66,15 +66,31 @@ def _warn(line: str | None) -> None:
         typer.echo(f"ost: warning: {line}", err=True)
 
 
-@contextmanager
-def _bad_input_exits_2() -> Iterator[None]:
-    """Turn :class:`BadInput` into one line on stderr and exit status 2."""
-    from ost.errors import BadInput
+class _BadInputExits2:
+    """Turns :class:`BadInput` into one line on stderr and exit status 2; lets all else through.
 
-    try:
-        yield
-    except BadInput as exc:
-        _fail(str(exc.args[0]) if exc.args else str(exc), EXIT_BAD_INPUT)
+    Its ``__exit__`` never swallows an exception (it returns None), so a type checker knows that
+    a ``return`` inside the ``with`` block is where the function ends.
+    """
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        from ost.errors import BadInput
+
+        if isinstance(exc, BadInput):
+            _fail(str(exc.args[0]) if exc.args else str(exc), EXIT_BAD_INPUT)
+
+
+def _bad_input_exits_2() -> _BadInputExits2:
+    """Turn :class:`BadInput` into one line on stderr and exit status 2 (a ``with`` block)."""
+    return _BadInputExits2()
 
 
 def _runtime(settings: Settings) -> Runtime:
@@ -83,7 +99,6 @@ def _runtime(settings: Settings) -> Runtime:
 
     with _bad_input_exits_2():
         return Runtime.from_settings(settings)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _settings(*, notifying: bool = False) -> Settings:
@@ -95,7 +110,6 @@ def _settings(*, notifying: bool = False) -> Settings:
         if notifying:
             check_apprise_urls(settings)
         return settings
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @app.command()
@@ -126,7 +140,7 @@ def ingest(
 def _print_outcomes(outcomes: list[StreamOutcome]) -> None:
     from rich.table import Table
 
-    from ost.timefmt import iso_ms
+    from ost.timefmt import terminal_time
 
     table = Table(title="ost ingest")
     for column in ("symbol", "interval", "result", "new candles", "last candle (UTC)", "seconds"):
@@ -138,7 +152,7 @@ def _print_outcomes(outcomes: list[StreamOutcome]) -> None:
             outcome.interval,
             result,
             str(outcome.written),
-            iso_ms(outcome.last_open_ms),
+            terminal_time(outcome.last_open_ms),
             f"{outcome.seconds:.2f}",
         )
     console = _console()
@@ -197,9 +211,8 @@ def _request(
     start: str | None,
     end: str | None,
 ) -> tuple[list[Stream], int, int]:
-    import time
-
     from ost.args import streams_and_range
+    from ost.clock import system_ms
 
     with _bad_input_exits_2():
         return streams_and_range(
@@ -209,9 +222,8 @@ def _request(
             days=days,
             start=start,
             end=end,
-            now_ms=int(time.time() * 1000),
+            now_ms=system_ms(),
         )
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @app.command()
@@ -331,7 +343,7 @@ def gaps(
     runtime = _runtime(settings)
     with terminal_progress(streams, quiet=as_json or not (repair or recheck)) as progress:
         report, status = runtime.check_gaps(
-            streams, start_ms, end_ms, repair_gaps=repair, recheck=recheck, progress=progress
+            streams, start_ms, end_ms, repair=repair, recheck=recheck, progress=progress
         )
     runtime.close()
     _warn(runtime.clock_warning())
@@ -360,8 +372,7 @@ def verify(
     settings = _settings()
     from ost.errors import OstError
     from ost.runtime import open_store
-    from ost.verify import EXTRA_HINT, verify_store
-    from ost.verify import repair as repair_store
+    from ost.verify import EXTRA_HINT, repair_store, verify_store
 
     with _bad_input_exits_2():
         store = open_store(settings.data_dir)
@@ -586,14 +597,14 @@ def status(
 
 def _host_bans(ledger: Ledger) -> list[dict[str, Any]]:
     """The hosts banned now (not called before a time), for ``ost status``: host and end."""
-    import datetime as dt
-    import time
+    from ost.clock import system_ms
+    from ost.timefmt import json_time, moment
 
-    now_ms = time.time_ns() // 1_000_000
+    now_ms = system_ms()
     return [
         {
             "host": host,
-            "banned_until": dt.datetime.fromtimestamp(until_ms / 1000, dt.UTC).isoformat(),
+            "banned_until": json_time(moment(until_ms)),
             "banned_until_ms": until_ms,
         }
         for host, until_ms in sorted(ledger.host_bans().items())
@@ -603,12 +614,14 @@ def _host_bans(ledger: Ledger) -> list[dict[str, Any]]:
 
 def _print_host_bans(bans: list[dict[str, Any]]) -> None:
     """``ost status``'s line of the hosts banned: none, or each with the end of its ban."""
-    from ost.timefmt import iso_ms
+    from ost.timefmt import terminal_time
 
     if not bans:
         _console().print("host bans: none", highlight=False)
         return
-    shown = ", ".join(f"{ban['host']} until {iso_ms(ban['banned_until_ms'])} UTC" for ban in bans)
+    shown = ", ".join(
+        f"{ban['host']} until {terminal_time(ban['banned_until_ms'])} UTC" for ban in bans
+    )
     _console().print(
         f"[red]host bans:[/] {shown} (a long Retry-After from Binance): no request goes to"
         " them before then",
@@ -640,7 +653,7 @@ def _print_status(report: dict[str, Any]) -> None:
 
     from rich.table import Table
 
-    from ost.alerts.policy import human_duration
+    from ost.timefmt import human_duration
 
     table = Table(title=f"ost status: level {report['level']}")
     columns = ("symbol", "interval", "level", "state", "lag", "last candle", "last success")

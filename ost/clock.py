@@ -11,8 +11,14 @@ candle, and the next run catches up once the clocks agree again.
 Every decision about "closed" goes through :func:`closed_stop` (the first open time that is not
 closed yet: the end of what a backfill asks for, and of what a gap check expects) or
 :func:`closed_mask` (which rows of a page are closed, judged by their own ``close_time``, never by
-their place in the page), both fed by one "now": :meth:`ost.binance.BinanceClient.now_ms`, or
-for a gap check that asks Binance nothing, the offset last recorded in the ledger.
+their place in the page), both fed by one "now", always :func:`earlier_now` of the local clock
+(:func:`system_ms`, or the client's injected one) and an offset: the one just measured
+(:meth:`ost.binance.BinanceClient.now_ms`, for ingestion, backfill and ``ost gaps --repair``), or
+for a gap check that asks Binance nothing (``ost gaps``), the one last recorded in the ledger. So
+``ost gaps`` with and without ``--repair`` agree on what is closed, given the same offset.
+The freshness that ``ost status`` and the watchdog judge is lag against the local clock alone
+(:func:`alerts.policy.freshness`): a Binance clock that lags shows there as lag, beside the
+skew warning, rather than being hidden by it.
 
 A skew past ``OST_MAX_CLOCK_SKEW`` is reported (:meth:`ClockReading.warning`), by every run that
 measures it, ``ost ping``, ``ost status`` and the ``ost_clock_skew_seconds{host}`` metric.
@@ -27,7 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ost import intervals
-from ost.timefmt import iso_ms
+from ost.timefmt import json_time, setting_duration, skew_seconds, terminal_time
 from ost.urls import host_of as host_of  # noqa: PLC0414  # re-exported: ost.urls' one label
 
 if TYPE_CHECKING:  # the ledger and `ost status` import this module: no numpy at run time
@@ -71,16 +77,6 @@ def closed_mask(
     return closed
 
 
-def format_skew(skew_ms: int) -> str:
-    """A signed skew in seconds, like ``+7200.0 s``."""
-    return f"{skew_ms / 1000:+.1f} s"
-
-
-def format_limit(limit: dt.timedelta) -> str:
-    """A duration setting as an operator would type it: ``5s``, ``1.5s``."""
-    return f"{limit.total_seconds():g}s"
-
-
 @dataclass(frozen=True)
 class ClockReading:
     """One measure of Binance's clock: ``offset_ms`` = Binance's clock minus the local one."""
@@ -90,35 +86,31 @@ class ClockReading:
     #: When it was measured, for a reading read back from the ledger (``ost status``).
     measured_at: dt.datetime | None = None
 
-    def now_ms(self, local_ms: int) -> int:
-        """The earlier of the two clocks, given the local one."""
-        return earlier_now(local_ms, self.offset_ms)
-
     def measured_when(self) -> str:
         """When it was measured, like ``2026-12-01 21:00`` (UTC), or ``-`` if unknown."""
         at = self.measured_at
-        return iso_ms(None if at is None else round(at.timestamp() * 1000))
+        return terminal_time(None if at is None else round(at.timestamp() * 1000))
 
     def as_dict(self, limit: dt.timedelta) -> dict[str, object]:
         """JSON-ready, for ``ost status --json``."""
-        at = self.measured_at
         return {
             "host": self.host,
             "skew_seconds": self.offset_ms / 1000,
-            "measured_at": None if at is None else at.astimezone(dt.UTC).isoformat(),
+            "measured_at": json_time(self.measured_at),
             "max_skew_seconds": limit.total_seconds(),
             "over_max": self.exceeds(limit),
         }
 
     def status_line(self, limit: dt.timedelta) -> str:
         """The line of ``ost status``: the skew, where and when it was seen, and its verdict."""
+        setting = f"OST_MAX_CLOCK_SKEW={setting_duration(limit)}"
         verdict = (
-            f"over OST_MAX_CLOCK_SKEW={format_limit(limit)}: check this host's NTP and `ost ping`"
+            f"over {setting}: check this host's NTP and `ost ping`"
             if self.exceeds(limit)
-            else f"within OST_MAX_CLOCK_SKEW={format_limit(limit)}"
+            else f"within {setting}"
         )
         return (
-            f"clock skew: {format_skew(self.offset_ms)} (Binance's clock at {self.host} minus the"
+            f"clock skew: {skew_seconds(self.offset_ms)} (Binance's clock at {self.host} minus the"
             f" local one, measured {self.measured_when()} UTC), {verdict}"
         )
 
@@ -136,7 +128,7 @@ class ClockReading:
         return (
             f"clock skew: Binance's clock at {self.host} is {abs(self.offset_ms) / 1000:.1f} s "
             f"{ahead} the local clock{when} (more than OST_MAX_CLOCK_SKEW="
-            f"{format_limit(limit)}); "
+            f"{setting_duration(limit)}); "
             f"candles count as closed by the earlier clock, {earlier}, so no open candle is "
             "stored, but they arrive late if that clock is the wrong one. Check this host's NTP "
             "(timedatectl status) and `ost ping`."

@@ -34,12 +34,11 @@ exchange-side gap, so ``ost gaps --repair`` settles it once and for all.
 
 Exit statuses (``ost gaps``, see CONTRACT.md): 0 nothing missing (exchange-side gaps excepted),
 3 gaps remain, 1 a stream could not be checked. The repair itself is
-:func:`ost.backfill.repair`, which backfills the missing ranges and checks again.
+:func:`ost.backfill.repair_gaps`, which backfills the missing ranges and checks again.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from ost import clock, intervals, klines
 from ost.errors import EXIT_FAILED, EXIT_GAPS, EXIT_OK, OstError, StoreCorrupt
 from ost.intervals import Stream
 from ost.store import GAPS_DIR, CandleStore, stream_path
+from ost.timefmt import report_time
 
 #: A half-open range ``[start_ms, end_ms)`` of open times; both bounds are open times.
 Range = tuple[int, int]
@@ -194,9 +194,9 @@ class Evidence:
         return {
             "host": self.host,
             "request": self.request,
-            "next_open_time": iso(self.next_open_ms),
+            "next_open_time": report_time(self.next_open_ms),
             "next_open_ms": self.next_open_ms,
-            "answered_at": iso(self.answered_at_ms),
+            "answered_at": report_time(self.answered_at_ms),
             "answered_at_ms": self.answered_at_ms,
         }
 
@@ -348,14 +348,6 @@ def _by_start(gap: ProvenGap) -> int:
 # ---- reports -----------------------------------------------------------------------------------
 
 
-def iso(ms: int) -> str:
-    """Epoch ms as ISO-8601 UTC, like ``2023-03-24T12:40:00Z``."""
-    moment = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
-    return moment.isoformat(timespec="milliseconds" if ms % 1000 else "seconds").replace(
-        "+00:00", "Z"
-    )
-
-
 @dataclass(frozen=True)
 class CandleRange:
     """Consecutive candles ``[first_open_ms, last_open_ms]`` (both open times), and how many."""
@@ -372,8 +364,8 @@ class CandleRange:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: ISO times and epoch ms."""
         return {
-            "first_open_time": iso(self.first_open_ms),
-            "last_open_time": iso(self.last_open_ms),
+            "first_open_time": report_time(self.first_open_ms),
+            "last_open_time": report_time(self.last_open_ms),
             "first_open_ms": self.first_open_ms,
             "last_open_ms": self.last_open_ms,
             "candles": self.candles,
@@ -381,8 +373,9 @@ class CandleRange:
 
     def __str__(self) -> str:
         if self.candles == 1:
-            return f"{iso(self.first_open_ms)} (1 candle)"
-        return f"{iso(self.first_open_ms)} … {iso(self.last_open_ms)} ({self.candles} candles)"
+            return f"{report_time(self.first_open_ms)} (1 candle)"
+        first, last = report_time(self.first_open_ms), report_time(self.last_open_ms)
+        return f"{first} … {last} ({self.candles} candles)"
 
 
 @dataclass(frozen=True)
@@ -428,8 +421,8 @@ class StreamGaps:
         return {
             "symbol": self.symbol,
             "interval": self.interval,
-            "start": iso(self.start_ms),
-            "end": iso(self.end_ms),
+            "start": report_time(self.start_ms),
+            "end": report_time(self.end_ms),
             "start_ms": self.start_ms,
             "end_ms": self.end_ms,
             "expected_candles": self.expected,
@@ -461,7 +454,9 @@ class GapReport:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, keys in a fixed order."""
         return {
-            "checked_at": iso(self.checked_at_ms) if self.checked_at_ms is not None else None,
+            "checked_at": report_time(self.checked_at_ms)
+            if self.checked_at_ms is not None
+            else None,
             "exit_status": self.exit_status(),
             "missing_candles": sum(stream.missing_candles for stream in self.streams),
             "streams": [stream.as_dict() for stream in self.streams],
@@ -491,7 +486,7 @@ class GapReport:
 
 
 def _summary_row(stream: StreamGaps) -> str:
-    checked = f"{iso(stream.start_ms)} → {iso(stream.end_ms)}"
+    checked = f"{report_time(stream.start_ms)} → {report_time(stream.end_ms)}"
     if stream.error is not None:
         return f"| {stream.symbol} {stream.interval} | {checked} | - | error | - |"
     exchange = sum(gap.candles for gap in stream.exchange_side)

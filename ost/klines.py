@@ -28,31 +28,35 @@ FLOAT_COLUMNS: Final = (
     "taker_buy_quote_volume",
 )
 #: The stored columns, in order (``symbol`` and ``interval`` are partition keys, not columns).
+#: The order is Binance's: column ``i`` is field ``i`` of a kline row (see :data:`FIELDS`).
 COLUMNS: Final = (
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "close_time",
-    "quote_volume",
-    "trades",
-    "taker_buy_base_volume",
-    "taker_buy_quote_volume",
+    "open_time",  # 0: open time
+    "open",  # 1: open
+    "high",  # 2: high
+    "low",  # 3: low
+    "close",  # 4: close
+    "volume",  # 5: volume (base asset)
+    "close_time",  # 6: close time
+    "quote_volume",  # 7: quote asset volume
+    "trades",  # 8: number of trades
+    "taker_buy_base_volume",  # 9: taker buy base asset volume
+    "taker_buy_quote_volume",  # 10: taker buy quote asset volume
 )
+#: Binance's kline row, field by field, the one layout of both ``/api/v3/klines``' JSON arrays and
+#: the archive's CSV lines: the stored columns, then field 11, "ignore", which is never stored.
+FIELDS: Final = (*COLUMNS, "ignore")
+#: Each stored column's dtype as parsed (:data:`Columns`: times as epoch ms, int64).
+COLUMN_DTYPES: Final[dict[str, str]] = {
+    column: "float64" if column in FLOAT_COLUMNS else "int64" for column in COLUMNS
+}
 TIME_DTYPE: Final = "datetime64[ms, UTC]"
 #: The columns that hold times (epoch ms in :data:`Columns`, ``TIME_DTYPE`` in frames).
 TIME_COLUMNS: Final = ("open_time", "close_time")
-DTYPES: Final[dict[str, str]] = {
-    **dict.fromkeys(FLOAT_COLUMNS, "float64"),
-    "open_time": TIME_DTYPE,
-    "close_time": TIME_DTYPE,
-    "trades": "int64",
-}
-_ROW_FIELDS: Final = 12
-_INT_FIELDS: Final = (0, 6, 8)
-_FLOAT_FIELDS: Final = (1, 2, 3, 4, 5, 7, 9, 10)
+#: Each stored column's dtype in frames.
+DTYPES: Final[dict[str, str]] = {**COLUMN_DTYPES, **dict.fromkeys(TIME_COLUMNS, TIME_DTYPE)}
+_ROW_FIELDS: Final = len(FIELDS)
+_INT_FIELDS: Final = tuple(i for i, column in enumerate(COLUMNS) if column not in FLOAT_COLUMNS)
+_FLOAT_FIELDS: Final = tuple(i for i, column in enumerate(COLUMNS) if column in FLOAT_COLUMNS)
 #: Epoch values at or above this are microseconds (ms reach it only in the year 5138).
 _MICROSECONDS_FROM: Final = 100_000_000_000_000
 
@@ -124,9 +128,7 @@ def parse_columns(rows: Any, interval: str) -> Columns:
     return columns
 
 
-_NUMPY_DTYPES: Final = {
-    column: np.dtype(np.float64 if column in FLOAT_COLUMNS else np.int64) for column in COLUMNS
-}
+_NUMPY_DTYPES: Final = {column: np.dtype(dtype) for column, dtype in COLUMN_DTYPES.items()}
 _NUMBER_TYPES: Final = frozenset({str, int, float})
 
 

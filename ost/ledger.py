@@ -76,6 +76,7 @@ from ost.backend import LocalBackend
 from ost.clock import ClockReading
 from ost.errors import LedgerUnavailable, Locked, StoreError
 from ost.intervals import Stream
+from ost.timefmt import file_stamp, json_time
 
 if TYPE_CHECKING:
     from ost.binance import RequestLog
@@ -241,7 +242,7 @@ class LedgerHealth:
             "state": "ok" if self.available else "unavailable",
             "fault": self.fault,
             "error": self.error,
-            "since": None if self.since is None else self.since.isoformat(),
+            "since": json_time(self.since),
         }
 
 
@@ -810,7 +811,7 @@ class Ledger:
 
     def _move_aside(self, cause: BaseException) -> None:
         """Rename the corrupt ledger (and its -wal, -shm) with the UTC time; announce it."""
-        stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
+        stamp = file_stamp(utcnow())
         target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
         number = 1
         while target.exists():

@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from ost.clock import system_ms
+
 #: Binance's production limit: 6,000 request weight per minute per IP.
 DEFAULT_WEIGHT_LIMIT = 6000
 DEFAULT_WINDOW_MS = 60_000
@@ -37,7 +39,8 @@ class WeightPacer:
 
     limit: int = DEFAULT_WEIGHT_LIMIT
     window_ms: int = DEFAULT_WINDOW_MS
-    server_now_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+    #: Binance's clock; the client passes its own (the local clock until it has measured).
+    server_now_ms: Callable[[], int] = system_ms
     sleep: Callable[[float], None] = time.sleep
     _used: int = 0
     _window: int = -1
@@ -146,7 +149,7 @@ class HostBans:
     here are kept for the ledger until :meth:`take_unrecorded`. Thread-safe.
     """
 
-    clock_ms: Callable[[], int] = field(default=lambda: time.time_ns() // 1_000_000)
+    clock_ms: Callable[[], int] = system_ms
     _until: dict[str, int] = field(default_factory=dict)
     _unrecorded: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)

@@ -15,9 +15,9 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ost.backfill import BackfillResult, Progress, StreamProgress, backfill_stream, repair
+from ost.backfill import BackfillResult, Progress, StreamProgress, backfill_stream, repair_gaps
 from ost.binance import BinanceClient
-from ost.clock import ClockReading
+from ost.clock import ClockReading, earlier_now
 from ost.errors import BadInput
 from ost.gaps import GapReport, gap_report
 from ost.ingest import StreamOutcome, ingest_all, ingest_or_report
@@ -205,26 +205,27 @@ class Runtime:
         start_ms: int,
         end_ms: int,
         *,
-        repair_gaps: bool = False,
+        repair: bool = False,
         recheck: bool = False,
         progress: StreamProgress | None = None,
     ) -> tuple[GapReport, int]:
         """The gap report of ``streams`` over the range, after a repair if asked; and the status.
 
         ``recheck`` forgets the recorded exchange-side gaps of the range and repairs (it implies
-        ``repair_gaps``), so that Binance is asked about them again.
+        ``repair``), so that Binance is asked about them again.
         """
-        if not (repair_gaps or recheck):
+        if not (repair or recheck):
             # It asks Binance nothing (it works while Binance is down): the clocks' offset is
             # the one last recorded, and "now" the earlier of the clocks, as everywhere.
-            self._ledger_clock = self.bookkeeping.read(
+            reading = self.bookkeeping.read(
                 "the clock skew last measured", lambda ledger: ledger.last_clock_skew(), None
             )
-            local = self.client.local_ms()
-            now = local if self._ledger_clock is None else self._ledger_clock.now_ms(local)
+            self._ledger_clock = reading
+            offset_ms = None if reading is None else reading.offset_ms
+            now = earlier_now(self.client.local_ms(), offset_ms)
             report = gap_report(self.store, streams, start_ms, end_ms, now)
             return report, report.exit_status()
-        outcome = repair(
+        outcome = repair_gaps(
             self.client,
             self.store,
             streams,

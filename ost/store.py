@@ -83,6 +83,7 @@ from ost.errors import (
 )
 from ost.intervals import Stream
 from ost.settings import load_settings
+from ost.timefmt import parse_quarantine_stamp, quarantine_stamp
 
 __all__ = [
     "CandleStore",
@@ -112,8 +113,6 @@ PARTITION_FILE: Final = "part.parquet"
 GAPS_DIR: Final = "gaps"
 GAPS_FILE: Final = "exchange_gaps.json"
 QUARANTINE_DIR: Final = "quarantine"
-#: The directory of one quarantine move: its UTC time, to the microsecond (sorts in time order).
-QUARANTINE_STAMP: Final = "%Y%m%dT%H%M%S.%fZ"
 #: Quarantine records kept for :meth:`CandleStore.take_quarantined` (the oldest are dropped).
 QUARANTINE_LOG: Final = 10_000
 #: How much of a problem a quarantine line quotes.
@@ -193,7 +192,7 @@ def quarantine_path(root: str, path: str, at: dt.datetime, attempt: int = 0) -> 
     ``<root>/quarantine/<UTC stamp>[-<attempt>]/<its path relative to root>``: outside
     ``klines/``, so no reader of the dataset sees it, and putting it back is one move.
     """
-    stamp = at.astimezone(dt.UTC).strftime(QUARANTINE_STAMP) + (f"-{attempt}" if attempt else "")
+    stamp = quarantine_stamp(at) + (f"-{attempt}" if attempt else "")
     return posixpath.join(root, QUARANTINE_DIR, stamp, relative_path(root, path))
 
 
@@ -206,10 +205,10 @@ def parse_quarantined(relative: str) -> tuple[dt.datetime, str] | None:
     if len(parts) < 3 or parts[0] != QUARANTINE_DIR:
         return None
     try:
-        at = dt.datetime.strptime(parts[1].split("-")[0], QUARANTINE_STAMP)
+        at = parse_quarantine_stamp(parts[1].split("-")[0])
     except ValueError:
         return None
-    return at.replace(tzinfo=dt.UTC), parts[2]
+    return at, parts[2]
 
 
 @dataclass(frozen=True)

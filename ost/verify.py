@@ -26,8 +26,8 @@ What is found (:class:`Finding`, by ``kind``):
 pyarrow and DuckDB are optional (the ``verify`` extra, and the dev dependencies): without one,
 its checks are skipped and the report says so in one line; fastparquet's always run.
 
-:func:`repair` (``--repair``) quarantines every damaged partition file (after checking it again
-under the partition's lock, :meth:`CandleStore.quarantine`), every foreign file, removes the
+:func:`repair_store` (``--repair``) quarantines every damaged partition file (after checking it
+again under the partition's lock, :meth:`CandleStore.quarantine`), every foreign file, removes the
 temp leftovers, and fetches the quarantined and unrestored ranges again through the backfill
 (``refetch``); ``ost verify`` then checks again, and reports what it did and what is left.
 """
@@ -74,7 +74,7 @@ from ost.store import (
     relative_path,
     schema_problem,
 )
-from ost.timefmt import iso_ms
+from ost.timefmt import terminal_time
 
 #: Kinds of damage in a partition file: it is quarantined and its range fetched again.
 PARTITION_KINDS: Final = (
@@ -425,7 +425,7 @@ def open_time_problems(
         first = int(values[np.argmax(counts > 1)])
         yield (
             "duplicate",
-            f"{int((counts > 1).sum())} open times more than once, from {_iso(first)}",
+            f"{int((counts > 1).sum())} open times more than once, from {terminal_time(first)}",
         )
     elif not bool((np.diff(open_ms) > 0).all()):
         yield "unsorted", "open times do not increase"
@@ -434,15 +434,16 @@ def open_time_problems(
         yield (
             "misaligned",
             f"{int((~aligned).sum())} open times are not {interval} ones,"
-            f" from {_iso(int(open_ms[~aligned][0]))}",
+            f" from {terminal_time(int(open_ms[~aligned][0]))}",
         )
     start, end = intervals.date_ms(period), intervals.partition_end_ms(interval, period)
     outside = (open_ms < start) | (open_ms >= end)
     if outside.any():
         yield (
             "misplaced",
-            f"{int(outside.sum())} rows outside the partition [{_iso(start)}, {_iso(end)}),"
-            f" from {_iso(int(open_ms[outside][0]))}",
+            f"{int(outside.sum())} rows outside the partition"
+            f" [{terminal_time(start)}, {terminal_time(end)}),"
+            f" from {terminal_time(int(open_ms[outside][0]))}",
         )
 
 
@@ -484,7 +485,7 @@ def _unrestored(store: CandleStore, flagged: set[Partition], now_ms: int | None)
         if todo:
             detail = (
                 f"{candle_count(interval, todo)} candles of the range of {name} are not stored"
-                f" again, from {_iso(todo[0][0])}"
+                f" again, from {terminal_time(todo[0][0])}"
             )
             findings.append(_finding("unrestored", relative, detail, where))
     return findings
@@ -529,7 +530,7 @@ def partition_name(store: CandleStore, symbol: str, interval: str, period: dt.da
 # ---- repairing ---------------------------------------------------------------------------------
 
 
-def repair(store: CandleStore, report: Report, refetch: Refetch) -> list[Repair]:
+def repair_store(store: CandleStore, report: Report, refetch: Refetch) -> list[Repair]:
     """Quarantine what ``report`` found damaged or foreign, remove temp leftovers, fetch again.
 
     Each partition file is checked again under its lock before it is moved (a writer may have
@@ -581,7 +582,7 @@ def repair(store: CandleStore, report: Report, refetch: Refetch) -> list[Repair]
 
 
 def _refetched(refetch: Refetch, symbol: str, interval: str, start: int, end: int) -> Repair:
-    span = f"[{_iso(start)}, {_iso(end)})"
+    span = f"[{terminal_time(start)}, {terminal_time(end)})"
     try:
         written = refetch(symbol, interval, start, end)
     except OstError as exc:
@@ -616,7 +617,3 @@ def _short(error: object) -> str:
     """An error's text on one line, at most ``DETAIL_CHARS`` long."""
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 1] + "…"
-
-
-def _iso(ms: int) -> str:
-    return iso_ms(ms)

@@ -19,11 +19,11 @@ from ost.alerts.policy import (
     Thresholds,
     evaluate,
     freshness,
-    human_duration,
     mark_sent,
     stream_health,
 )
 from ost.ledger import StreamState
+from ost.timefmt import human_duration
 
 T0 = dt.datetime(2026, 11, 3, 10, 0, tzinfo=dt.UTC)
 MIN = dt.timedelta(minutes=1)

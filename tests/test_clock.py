@@ -18,13 +18,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ost import clock, intervals, klines
 from ost.alerts.policy import LadderConfig
-from ost.backfill import repair
+from ost.backfill import repair_gaps
 from ost.binance import BinanceClient
 from ost.clock import ClockReading, LocalClock, system_ms
 from ost.ingest import ingest_all
 from ost.ledger import Ledger, ledger_path
 from ost.metrics import build_registry
-from ost.settings import DEFAULT_MAX_CLOCK_SKEW
+from ost.runtime import Runtime
+from ost.settings import DEFAULT_MAX_CLOCK_SKEW, load_settings
 from ost.sim import SimHandle
 from ost.sim.faults import parse_faults
 from ost.store import CandleStore
@@ -123,7 +124,7 @@ def test_a_lying_server_time_stores_no_open_candle(
         assert (klines.close_time_ms(stored) < truly_now).all()
     sim.clear_faults()
     with client_for(sim, offset) as client:
-        outcome = repair(client, store, STREAMS, ran_at - intervals.DAY_MS, NOW)
+        outcome = repair_gaps(client, store, STREAMS, ran_at - intervals.DAY_MS, NOW)
     assert outcome.exit_status() == 0, outcome.report.to_markdown()
     for symbol, interval in STREAMS:
         want = closed_candles(symbol, interval, lookback_start(interval, ran_at, 1), NOW)
@@ -267,6 +268,47 @@ def test_the_gap_check_uses_the_recorded_skew_without_asking_binance(
     assert len(warnings_in(checked.stderr)) == 1, checked.stderr
     assert "as last measured" in checked.stderr
     assert checked.returncode == 0, checked.stdout  # by Binance's clock, 2 h behind: complete
+
+
+def test_the_gap_check_and_its_repair_agree_on_what_is_closed(
+    sim: SimHandle, tmp_path: Path
+) -> None:
+    """Binance 2 h behind: `ost gaps` and `ost gaps --repair` stop at the same closed candle."""
+    offset = sim.configure(now_ms=NOW)["clock_offset_ms"]
+    sim.set_faults("clock:offset=-7200")
+    settings = load_settings(
+        binance_base_urls=sim.url,
+        archive_base_url=sim.url,
+        data_dir=str(tmp_path),
+        symbols="BTCUSDT",
+        intervals="1m,15m,1h",
+        initial_lookback_days=0.1,
+    )
+
+    def runtime() -> Runtime:
+        """A new process's runtime, its local clock on the simulator's time."""
+        store = CandleStore(str(tmp_path))
+        ledger = Ledger(ledger_path(str(tmp_path)))
+        return Runtime(settings, client_for(sim, offset), store, ledger)
+
+    ingesting = runtime()  # `ost ingest`: stores by the earlier clock, records the skew
+    assert all(outcome.ok for outcome in ingesting.ingest_many(STREAMS))
+    ingesting.close()
+    start = NOW - 3 * 3_600_000  # inside what the ingestion stored (0.1 day back from 08:07)
+    checking, repairing = runtime(), runtime()
+    checked, checked_status = checking.check_gaps(STREAMS, start, NOW)
+    repaired, repaired_status = repairing.check_gaps(STREAMS, start, NOW, repair=True)
+    checking.close()
+    repairing.close()
+
+    binance_now = NOW - 7_200_000  # the simulator's time, less the fault's 7200 s
+    length_ms = {"1m": 60_000, "15m": 900_000, "1h": 3_600_000}
+    for (_, interval), alone, after_repair in zip(
+        STREAMS, checked.streams, repaired.streams, strict=True
+    ):
+        closed_stop = binance_now - binance_now % length_ms[interval]
+        assert alone.end_ms == after_repair.end_ms == closed_stop, interval
+    assert checked_status == repaired_status == 0, checked.to_markdown() + repaired.to_markdown()
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ from oracle import assert_candles, simulator_candles
 
 from ost import intervals, klines
 from ost.args import parse_time
-from ost.backfill import backfill_stream, repair
+from ost.backfill import backfill_stream, repair_gaps
 from ost.binance import BinanceClient
 from ost.errors import EXIT_GAPS, EXIT_OK, Incomplete
 from ost.gaps import ExchangeGapLog, check_gaps
@@ -147,7 +147,7 @@ def test_empty_answers_write_nothing_off_and_one_repair_restores_all(
     assert (stream.missing_candles, stream.exchange_side) == (len(want), ())
 
     at_now.clear_faults()
-    outcome = repair(client, store, [("BTCUSDT", "15m")], *OCTOBER)
+    outcome = repair_gaps(client, store, [("BTCUSDT", "15m")], *OCTOBER)
     assert outcome.exit_status() == EXIT_OK
     assert outcome.backfills[0].written == len(want)
     assert_candles(store.load_klines("BTCUSDT", "15m"), want)
@@ -371,7 +371,7 @@ def test_recheck_keeps_the_real_halt_with_fresh_evidence(
     """Rechecking the halt day forgets the halt, asks again, and records it again, proven."""
     halt = halt_from_csv()
     backfill_stream(client, store, "BTCUSDT", "1m", *HALT_DAY)
-    outcome = repair(client, store, [("BTCUSDT", "1m")], *HALT_DAY, recheck=True)
+    outcome = repair_gaps(client, store, [("BTCUSDT", "1m")], *HALT_DAY, recheck=True)
     assert outcome.exit_status() == EXIT_OK
     assert outcome.backfills[0].rechecked == [halt]
     assert outcome.backfills[0].exchange_gaps == [halt]
@@ -393,7 +393,7 @@ def test_an_old_record_without_evidence_counts_for_nothing(
     assert stream.why is not None
     assert "without evidence" in stream.why
 
-    outcome = repair(client, store, [("BTCUSDT", "1m")], *HALT_DAY)
+    outcome = repair_gaps(client, store, [("BTCUSDT", "1m")], *HALT_DAY)
     assert outcome.exit_status() == EXIT_OK
     assert ExchangeGapLog.of(store).unverified("BTCUSDT", "1m") == []
     assert ExchangeGapLog.of(store).load("BTCUSDT", "1m") == [halt]

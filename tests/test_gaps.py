@@ -16,7 +16,7 @@ from oracle import assert_candles, simulator_candles
 
 from ost import intervals, klines
 from ost.args import parse_time
-from ost.backfill import backfill_stream, repair
+from ost.backfill import backfill_stream, repair_gaps
 from ost.binance import BinanceClient
 from ost.errors import EXIT_FAILED, EXIT_GAPS, EXIT_OK
 from ost.gaps import (
@@ -143,7 +143,7 @@ def test_deleted_rows_are_named_exactly_and_repaired(
     assert report.exit_status() == EXIT_GAPS
 
     sim.reset()
-    outcome = repair(client, store, [("BTCUSDT", "1m")], *PLAIN_DAY)
+    outcome = repair_gaps(client, store, [("BTCUSDT", "1m")], *PLAIN_DAY)
     assert outcome.exit_status() == EXIT_OK
     assert outcome.report.streams[0].missing == ()
     assert sim.stats()["requests"]["/api/v3/klines"] == {"200": 2}  # one page per range
@@ -166,7 +166,7 @@ def test_deleted_partition_file_is_one_missing_day(
     assert report.streams[1].missing == ()
     assert report.exit_status() == EXIT_GAPS
 
-    assert repair(client, store, [("BTCUSDT", "1m")], start, end).exit_status() == EXIT_OK
+    assert repair_gaps(client, store, [("BTCUSDT", "1m")], start, end).exit_status() == EXIT_OK
     stored = store.load_klines("BTCUSDT", "1m", start, end)
     assert_candles(stored, reference(sim, "BTCUSDT", "1m", start, end))
 
@@ -200,7 +200,7 @@ def test_time_before_listing_becomes_exchange_side_after_repair(
     """Days before a listing are missing at first; repair asks Binance once and records them."""
     start, end = parse_time("2017-08-01"), parse_time("2017-09-01")
     assert check_gaps(store, "BTCUSDT", "1d", start, end, sim.now_ms()).exit_status() == EXIT_GAPS
-    outcome = repair(client, store, [("BTCUSDT", "1d")], start, end)
+    outcome = repair_gaps(client, store, [("BTCUSDT", "1d")], start, end)
     assert outcome.exit_status() == EXIT_OK
     first_candle = intervals.align("1d", market.listing_of("BTCUSDT").listed_ms)
     assert outcome.report.streams[0].exchange_side == (CandleRange.of("1d", (start, first_candle)),)

@@ -33,7 +33,7 @@ from ost.binance import BinanceClient
 from ost.ingest import ingest_all
 from ost.sim import SimHandle
 from ost.store import LOCK_STRIPES, CandleStore, partition_path
-from ost.verify import open_time_problems, repair, verify_store
+from ost.verify import open_time_problems, repair_store, verify_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fast_retries")]
 
@@ -359,7 +359,7 @@ def test_verify_and_repair_a_remote_root(
         "foreign",
         "unreadable",
     ]
-    repairs = repair(
+    repairs = repair_store(
         store,
         report,
         lambda symbol, interval, start, end: (

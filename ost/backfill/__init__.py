@@ -47,7 +47,7 @@ The pieces, each one job:
 - :mod:`ost.backfill.stream`: one stream (:func:`backfill_stream`), the paths in order;
 - :mod:`ost.backfill.streams`: many streams at once (:func:`backfill_streams`,
   ``STREAMS_AT_ONCE``, which the ``backfill`` flow uses too);
-- :mod:`ost.backfill.repair`: ``ost gaps --repair`` (:func:`repair`);
+- :mod:`ost.backfill.repair`: ``ost gaps --repair`` (:func:`repair_gaps`);
 - :mod:`ost.backfill.result`: :class:`BackfillResult`, and the progress callbacks' types.
 
 The threads come from :mod:`ost.concurrency`. Nothing here imports prefect: the flows wrap
@@ -55,7 +55,7 @@ these functions.
 """
 
 from ost.backfill.plan import check_source, plan_archive
-from ost.backfill.repair import RepairOutcome, repair
+from ost.backfill.repair import RepairOutcome, repair_gaps
 from ost.backfill.result import BackfillResult, Progress, StreamProgress
 from ost.backfill.stream import backfill_stream, refetch_quarantined
 from ost.backfill.streams import STREAMS_AT_ONCE, backfill_streams
@@ -71,5 +71,5 @@ __all__ = [
     "check_source",
     "plan_archive",
     "refetch_quarantined",
-    "repair",
+    "repair_gaps",
 ]

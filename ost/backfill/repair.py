@@ -30,7 +30,7 @@ class RepairOutcome:
         return self.report.exit_status()
 
 
-def repair(
+def repair_gaps(
     client: BinanceClient,
     store: CandleStore,
     streams: Sequence[Stream],

@@ -21,7 +21,9 @@ from ost.store import CandleStore
 #: Requests in flight are bounded apart from it (the streams share ``OST_MAX_CONCURRENCY``),
 #: so this only sets how much streams overlap: many short streams (``--interval all --days
 #: 1``) are bound by round trips, and 4 at once run them 2.5x faster than one by one
-#: (docs/benchmarks.md); more would only add parse and writer threads.
+#: (docs/benchmarks.md); more would only add parse and writer threads. The ``ingest-all`` flow
+#: has a bound of its own (``flows.ingest.MAX_PARALLEL_STREAMS``): an ingestion's stream is a
+#: page or two fetched one after the other, sharing no pool of requests in flight.
 STREAMS_AT_ONCE: Final = 4
 
 
