@@ -19,25 +19,25 @@ from pydantic import BeforeValidator
 
 from ost import intervals
 from ost.errors import BadInput
-from ost.intervals import Stream
+from ost.intervals import Interval, Stream, Symbol
 from ost.settings import Settings, split_commas
 
 
-def parse_symbols(text: str | None, settings: Settings) -> list[str]:
-    """``BTCUSDT,ETHUSDT`` as a checked list; None means the configured ``OST_SYMBOLS``."""
+def parse_symbols(text: str | None, settings: Settings) -> list[Symbol]:
+    """``BTCUSDT,ETHUSDT`` as a parsed list; None means the configured ``OST_SYMBOLS``."""
     if text is None:
         return list(settings.symbols)
-    symbols = [intervals.check_symbol(symbol) for symbol in split_commas(text)]
+    symbols = [intervals.parse_symbol(symbol) for symbol in split_commas(text)]
     if not symbols:
         raise BadInput("no symbol given")
     return list(dict.fromkeys(symbols))
 
 
-def parse_intervals(text: str | None, settings: Settings) -> list[str]:
-    """``1h,1d`` or ``all`` as a checked list; None and ``all`` mean ``OST_INTERVALS``."""
+def parse_intervals(text: str | None, settings: Settings) -> list[Interval]:
+    """``1h,1d`` or ``all`` as a parsed list; None and ``all`` mean ``OST_INTERVALS``."""
     if text is None or text.strip() == intervals.ALL:
         return list(settings.intervals)
-    chosen = [intervals.check_interval(interval) for interval in split_commas(text)]
+    chosen = [intervals.parse_interval(interval) for interval in split_commas(text)]
     if not chosen:
         raise BadInput("no interval given")
     return list(dict.fromkeys(chosen))

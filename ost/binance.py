@@ -45,7 +45,7 @@ import httpx
 import orjson
 import pandas as pd
 
-from ost import intervals, klines
+from ost import klines
 from ost.clock import (
     ClockReading,
     LocalClock,
@@ -64,6 +64,7 @@ from ost.errors import (
     RateLimited,
     RestrictedLocation,
 )
+from ost.intervals import Interval, Symbol
 from ost.klines import Columns
 from ost.pacing import MAX_WAIT_IN_RUN_S, HostBans, WeightPacer
 from ost.retry import RATE_LIMITS, RETRY_LOG, rate_limit_wait, retrying
@@ -309,7 +310,12 @@ class BinanceClient:
     # ---- klines -------------------------------------------------------------------------------
 
     def klines(
-        self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int = PAGE_LIMIT
+        self,
+        symbol: Symbol,
+        interval: Interval,
+        start_ms: int,
+        end_ms: int,
+        limit: int = PAGE_LIMIT,
     ) -> pd.DataFrame:
         """One page: up to ``limit`` candles opening in ``[start_ms, end_ms)``, parsed strictly."""
         return klines.frame_from_columns(
@@ -317,15 +323,20 @@ class BinanceClient:
         )
 
     def kline_columns(
-        self, symbol: str, interval: str, start_ms: int, end_ms: int, limit: int = PAGE_LIMIT
+        self,
+        symbol: Symbol,
+        interval: Interval,
+        start_ms: int,
+        end_ms: int,
+        limit: int = PAGE_LIMIT,
     ) -> Columns:
         """Like :meth:`klines`, as numpy columns (what a backfill buffers until it writes)."""
         return self.kline_page(symbol, interval, start_ms, end_ms, limit).columns
 
     def kline_page(
         self,
-        symbol: str,
-        interval: str,
+        symbol: Symbol,
+        interval: Interval,
         start_ms: int,
         end_ms: int | None,
         limit: int = PAGE_LIMIT,
@@ -336,8 +347,6 @@ class BinanceClient:
         ``endTime``, and the answer holds the next candles wherever they are (even the one still
         open). The host and the request are what an exchange-side gap's evidence names.
         """
-        intervals.check_symbol(symbol)
-        intervals.check_interval(interval)
         self._learn_rate_limits()
         params: dict[str, Any] = {"symbol": symbol, "interval": interval, "startTime": start_ms}
         if end_ms is not None:
@@ -358,8 +367,8 @@ class BinanceClient:
 
     def closed_klines(
         self,
-        symbol: str,
-        interval: str,
+        symbol: Symbol,
+        interval: Interval,
         start_ms: int,
         end_ms: int | None = None,
         *,

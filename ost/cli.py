@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ost.backfill import BackfillResult
     from ost.clock import ClockReading
     from ost.ingest import StreamOutcome
-    from ost.intervals import Stream
+    from ost.intervals import Interval, Stream, Symbol
     from ost.ledger import Ledger, LedgerHealth
     from ost.runtime import Runtime
     from ost.settings import Settings
@@ -381,7 +381,7 @@ def verify(
         if repair and not report.clean:
             runtime = _runtime(settings)
 
-            def refetch(symbol: str, interval: str, start_ms: int, end_ms: int) -> int:
+            def refetch(symbol: Symbol, interval: Interval, start_ms: int, end_ms: int) -> int:
                 return runtime.backfill_stream(
                     symbol, interval, start_ms, end_ms, source="auto"
                 ).written

@@ -48,7 +48,7 @@ import numpy as np
 
 from ost import clock, intervals, klines
 from ost.errors import EXIT_FAILED, EXIT_GAPS, EXIT_OK, OstError, StoreCorrupt
-from ost.intervals import Stream
+from ost.intervals import Interval, Stream, Symbol
 from ost.store import GAPS_DIR, CandleStore, stream_path
 from ost.timefmt import report_time
 
@@ -148,7 +148,7 @@ def runs_of(interval: str, open_ms: np.ndarray) -> list[Range]:
 
 
 def stored_runs(
-    store: CandleStore, symbol: str, interval: str, first: int, stop: int
+    store: CandleStore, symbol: Symbol, interval: Interval, first: int, stop: int
 ) -> list[Range]:
     """The stored candles in ``[first, stop)`` as ranges, reading one partition at a time."""
     runs: list[Range] = []
@@ -162,7 +162,7 @@ def stored_runs(
 
 
 def missing_ranges(
-    store: CandleStore, symbol: str, interval: str, first: int, stop: int
+    store: CandleStore, symbol: Symbol, interval: Interval, first: int, stop: int
 ) -> list[Range]:
     """The open-time ranges in ``[first, stop)`` that the store does not hold."""
     if first >= stop:
@@ -246,20 +246,20 @@ class ExchangeGapLog:
         """The log that lives beside ``store``'s candles."""
         return cls(store)
 
-    def path(self, symbol: str, interval: str) -> str:
+    def path(self, symbol: Symbol, interval: Interval) -> str:
         """The JSON file of one stream."""
         return self.store.backend.path(stream_path(GAPS_DIR, symbol, interval))
 
-    def load(self, symbol: str, interval: str) -> list[Range]:
+    def load(self, symbol: Symbol, interval: Interval) -> list[Range]:
         """The stream's proven exchange-side gaps, merged and sorted (unverified ones left out)."""
         proven, _ = self.entries(symbol, interval)
         return merged(gap.candles for gap in proven)
 
-    def unverified(self, symbol: str, interval: str) -> list[Range]:
+    def unverified(self, symbol: Symbol, interval: Interval) -> list[Range]:
         """The stream's records without evidence (by an older ost): they count for nothing."""
         return merged(self.entries(symbol, interval)[1])
 
-    def entries(self, symbol: str, interval: str) -> tuple[list[ProvenGap], list[Range]]:
+    def entries(self, symbol: Symbol, interval: Interval) -> tuple[list[ProvenGap], list[Range]]:
         """The stream's record as written: the proven gaps, and the ranges without evidence."""
         path = self.path(symbol, interval)
         data = self.store.backend.read_bytes(path)
@@ -270,7 +270,7 @@ class ExchangeGapLog:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StoreCorrupt(f"{path} is not a record of exchange-side gaps: {exc!r}") from exc
 
-    def record(self, symbol: str, interval: str, gaps: Iterable[ProvenGap]) -> list[Range]:
+    def record(self, symbol: Symbol, interval: Interval, gaps: Iterable[ProvenGap]) -> list[Range]:
         """Add proven ``gaps`` to the stream's record; the parts that were not recorded before.
 
         Writing the record drops its entries without evidence.
@@ -289,7 +289,7 @@ class ExchangeGapLog:
                 self._write(symbol, interval, sorted([*proven, *added], key=_by_start))
         return merged(gap.candles for gap in added)
 
-    def forget(self, symbol: str, interval: str, within: Range) -> list[Range]:
+    def forget(self, symbol: Symbol, interval: Interval, within: Range) -> list[Range]:
         """Forget every recorded gap inside ``within`` (cutting those that straddle it).
 
         What was forgotten comes back; writing the record drops its entries without evidence.
@@ -307,7 +307,7 @@ class ExchangeGapLog:
             self._write(symbol, interval, kept)
         return forgotten
 
-    def _write(self, symbol: str, interval: str, gaps: list[ProvenGap]) -> None:
+    def _write(self, symbol: Symbol, interval: Interval, gaps: list[ProvenGap]) -> None:
         body = {
             "format": GAPS_FORMAT,
             "symbol": symbol,
@@ -382,8 +382,8 @@ class CandleRange:
 class StreamGaps:
     """The gap check of one stream over the closed candles of ``[start_ms, end_ms)``."""
 
-    symbol: str
-    interval: str
+    symbol: Symbol
+    interval: Interval
     start_ms: int
     end_ms: int
     expected: int = 0
@@ -522,11 +522,9 @@ def _details(stream: StreamGaps) -> list[str]:
 
 
 def check_gaps(  # noqa: PLR0917  # the signature promised to the CLI and the flows
-    store: CandleStore, symbol: str, interval: str, start_ms: int, end_ms: int, now_ms: int
+    store: CandleStore, symbol: Symbol, interval: Interval, start_ms: int, end_ms: int, now_ms: int
 ) -> StreamGaps:
     """The missing and exchange-side ranges of one stream's closed candles in ``[start, end)``."""
-    intervals.check_symbol(symbol)
-    intervals.check_interval(interval)
     first = first_open_from(interval, start_ms)
     stop = max(first, closed_stop(interval, end_ms, now_ms))
     absent = missing_ranges(store, symbol, interval, first, stop)

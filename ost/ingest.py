@@ -23,7 +23,7 @@ from ost.backfill import refetch_quarantined
 from ost.binance import BinanceClient
 from ost.errors import Incomplete, OstError, StoreError
 from ost.gaps import ExchangeGapLog, incomplete_line
-from ost.intervals import Stream
+from ost.intervals import Interval, Stream, Symbol
 from ost.paging import Findings
 from ost.store import CandleStore, Quarantined
 
@@ -32,8 +32,8 @@ from ost.store import CandleStore, Quarantined
 class StreamOutcome:
     """What one stream's ingestion did."""
 
-    symbol: str
-    interval: str
+    symbol: Symbol
+    interval: Interval
     ok: bool
     written: int
     last_open_ms: int | None
@@ -45,7 +45,7 @@ class StreamOutcome:
 
 
 def resume_point(
-    store: CandleStore, symbol: str, interval: str, now_ms: int, lookback_days: float
+    store: CandleStore, symbol: Symbol, interval: Interval, now_ms: int, lookback_days: float
 ) -> int:
     """Where a stream's ingestion starts: after its last stored candle, or the lookback ago."""
     last = store.last_open_time(symbol, interval)
@@ -57,8 +57,8 @@ def resume_point(
 def ingest_stream(
     client: BinanceClient,
     store: CandleStore,
-    symbol: str,
-    interval: str,
+    symbol: Symbol,
+    interval: Interval,
     *,
     lookback_days: float,
 ) -> StreamOutcome:
@@ -97,8 +97,8 @@ def ingest_stream(
 def ingest_or_report(
     client: BinanceClient,
     store: CandleStore,
-    symbol: str,
-    interval: str,
+    symbol: Symbol,
+    interval: Interval,
     *,
     lookback_days: float,
 ) -> StreamOutcome:
@@ -137,7 +137,7 @@ def ingest_or_report(
         )
 
 
-def _stored_last_open(store: CandleStore, symbol: str, interval: str) -> int | None:
+def _stored_last_open(store: CandleStore, symbol: Symbol, interval: Interval) -> int | None:
     """The newest stored open time, for an outcome that failed already; None if unreadable.
 
     The failure itself is what the outcome reports: a store that cannot say more (the reason the

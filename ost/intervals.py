@@ -1,6 +1,10 @@
-"""Binance kline intervals: validation, alignment and the time partition each one is stored in.
+"""Binance kline intervals: parsing, alignment and the time partition each one is stored in.
 
 A :class:`Stream` is a symbol at an interval, the one value that names a stream everywhere.
+Symbols and intervals are parsed once, where they come in (the command line, the settings, a
+flow's parameters, names found on disk): :func:`parse_symbol` and :func:`parse_interval` are
+the only makers of a :data:`Symbol` and an :data:`Interval`, so the layers below, which take
+those types, never check them again (mypy proves every value they get came through a parser).
 
 All times here are integer milliseconds since the epoch, UTC. ``1w`` candles open on Monday
 00:00 UTC and ``1M`` candles on the 1st of the month, as Binance aligns them.
@@ -11,7 +15,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import re
-from typing import TYPE_CHECKING, Final, Literal, NamedTuple
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple, NewType
 
 from ost.errors import BadInput
 
@@ -22,6 +26,11 @@ DAY_MS: Final = 24 * HOUR_MS
 WEEK_MS: Final = 7 * DAY_MS
 # 1970-01-01 was a Thursday; Binance weeks open on Monday (1970-01-05).
 _MONDAY_OFFSET_MS: Final = 4 * DAY_MS
+
+#: A symbol Binance could list: 2-20 characters of A-Z and 0-9 (:func:`parse_symbol` makes one).
+Symbol = NewType("Symbol", str)
+#: One of Binance's kline intervals (:func:`parse_interval` makes one).
+Interval = NewType("Interval", str)
 
 #: Fixed-length intervals in milliseconds. ``1M`` is calendar-aligned and handled apart.
 FIXED_INTERVAL_MS: Final[dict[str, int]] = {
@@ -41,7 +50,7 @@ FIXED_INTERVAL_MS: Final[dict[str, int]] = {
     "3d": 3 * DAY_MS,
     "1w": WEEK_MS,
 }
-INTERVALS: Final[tuple[str, ...]] = (*FIXED_INTERVAL_MS, "1M")
+INTERVALS: Final[tuple[Interval, ...]] = tuple(map(Interval, (*FIXED_INTERVAL_MS, "1M")))
 #: The word that means every interval of ``OST_INTERVALS``.
 ALL: Final = "all"
 
@@ -61,22 +70,27 @@ class Stream(NamedTuple):
     or a row written from a plain pair reads back equal to it.
     """
 
-    symbol: str
-    interval: str
+    symbol: Symbol
+    interval: Interval
 
 
-def check_symbol(symbol: str) -> str:
-    """Return ``symbol`` if Binance could list it, else raise :class:`BadInput`."""
-    if not _SYMBOL_RE.fullmatch(symbol):
-        raise BadInput(f"invalid symbol {symbol!r}: expected 2-20 characters of A-Z and 0-9")
-    return symbol
+def parse_symbol(text: str) -> Symbol:
+    """``text`` as a :data:`Symbol` if Binance could list it, else raise :class:`BadInput`."""
+    if not _SYMBOL_RE.fullmatch(text):
+        raise BadInput(f"invalid symbol {text!r}: expected 2-20 characters of A-Z and 0-9")
+    return Symbol(text)
 
 
-def check_interval(interval: str) -> str:
-    """Return ``interval`` if it is one of Binance's, else raise :class:`BadInput`."""
-    if interval not in INTERVALS:
-        raise BadInput(f"unknown interval {interval!r}: expected one of {', '.join(INTERVALS)}")
-    return interval
+def parse_interval(text: str) -> Interval:
+    """``text`` as an :data:`Interval` if it is one of Binance's, else raise :class:`BadInput`."""
+    if text not in INTERVALS:
+        raise BadInput(f"unknown interval {text!r}: expected one of {', '.join(INTERVALS)}")
+    return Interval(text)
+
+
+def parse_stream(symbol: str, interval: str) -> Stream:
+    """``(symbol, interval)`` as a :class:`Stream`, each parsed; :class:`BadInput` if not."""
+    return Stream(parse_symbol(symbol), parse_interval(interval))
 
 
 def _month_start(ms: int, months_ahead: int = 0) -> int:

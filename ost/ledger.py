@@ -360,8 +360,8 @@ class Ledger:
         with self._transaction() as db:
             self._add(db, CANDLES_WRITTEN, {"symbol": symbol, "interval": interval}, written)
 
-    def record_quarantined(self, streams: Iterable[Stream]) -> None:
-        """Count one file moved to the store's quarantine for each of ``streams``.
+    def record_quarantined(self, streams: Iterable[tuple[str, str]]) -> None:
+        """Count one file moved to the store's quarantine for each ``(symbol, interval)``.
 
         A file outside any stream (a foreign file at the top of ``klines/``) has empty labels.
         """

@@ -30,6 +30,7 @@ import numpy as np
 
 from ost import intervals, klines
 from ost.gaps import Evidence, ProvenGap, Range, Unanswered, runs_of, subtract
+from ost.intervals import Interval, Symbol
 
 if TYPE_CHECKING:
     from ost.binance import BinanceClient, KlinePage
@@ -62,7 +63,7 @@ class Findings:
 
 
 def read_range(
-    client: BinanceClient, symbol: str, interval: str, start: int, end: int
+    client: BinanceClient, symbol: Symbol, interval: Interval, start: int, end: int
 ) -> Iterator[Page]:
     """The pages of ``[start, end)`` in time order, until ``end`` or an unanswered rest.
 
@@ -77,7 +78,9 @@ def read_range(
         cursor = page.settled[1]
 
 
-def read_step(client: BinanceClient, symbol: str, interval: str, cursor: int, end: int) -> Page:
+def read_step(
+    client: BinanceClient, symbol: Symbol, interval: Interval, cursor: int, end: int
+) -> Page:
     """One answer from ``cursor`` (two if the first is empty), and what it settles of the range."""
     answer = client.kline_page(symbol, interval, cursor, end)
     if not _holds_from(answer, cursor):

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ost.backfill import StreamProgress
-from ost.intervals import Stream
+from ost.intervals import Interval, Stream, Symbol
 
 
 @contextlib.contextmanager
@@ -28,7 +28,7 @@ def terminal_progress(
     )
     tasks = {stream: bars.add_task(f"{stream[0]} {stream[1]}", total=None) for stream in streams}
 
-    def progress(symbol: str, interval: str, done: int, total: int) -> None:
+    def progress(symbol: Symbol, interval: Interval, done: int, total: int) -> None:
         # A stream with nothing missing is complete, not at 0 of 1.
         task = tasks[Stream(symbol, interval)]
         bars.update(task, completed=done if total else 1, total=max(total, 1))

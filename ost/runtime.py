@@ -21,7 +21,7 @@ from ost.clock import ClockReading, earlier_now
 from ost.errors import BadInput
 from ost.gaps import GapReport, gap_report
 from ost.ingest import StreamOutcome, ingest_all, ingest_or_report
-from ost.intervals import Stream
+from ost.intervals import Interval, Stream, Symbol
 from ost.ledger import Bookkeeping, Ledger
 from ost.settings import Settings, load_settings
 from ost.store import CandleStore
@@ -62,7 +62,7 @@ class Runtime:
         )
 
     def streams(
-        self, symbols: Sequence[str] | None = None, intervals: Sequence[str] | None = None
+        self, symbols: Sequence[Symbol] | None = None, intervals: Sequence[Interval] | None = None
     ) -> list[Stream]:
         """Every (symbol, interval) pair, by default the configured ones."""
         return [
@@ -71,7 +71,7 @@ class Runtime:
             for interval in intervals or self.settings.intervals
         ]
 
-    def ingest(self, symbol: str, interval: str) -> StreamOutcome:
+    def ingest(self, symbol: Symbol, interval: Interval) -> StreamOutcome:
         """Ingest one stream and record its outcome; a failure comes back in the outcome."""
         outcome = ingest_or_report(
             self.client,
@@ -105,9 +105,7 @@ class Runtime:
 
     def record_quarantined(self) -> None:
         """Count in the ledger the files the store moved to its quarantine since the last call."""
-        moved = [
-            Stream(each.symbol or "", each.interval or "") for each in self.store.take_quarantined()
-        ]
+        moved = [(each.symbol or "", each.interval or "") for each in self.store.take_quarantined()]
         if moved:
             self.bookkeeping.record(
                 "the files quarantined", lambda ledger: ledger.record_quarantined(moved)
@@ -156,8 +154,8 @@ class Runtime:
 
     def backfill_stream(
         self,
-        symbol: str,
-        interval: str,
+        symbol: Symbol,
+        interval: Interval,
         start_ms: int,
         end_ms: int,
         *,

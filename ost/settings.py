@@ -14,13 +14,13 @@ import datetime as dt
 import functools
 import logging
 import re
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ost.errors import BadInput
-from ost.intervals import check_interval, check_symbol
+from ost.intervals import Interval, Symbol, parse_interval, parse_symbol
 
 DEFAULT_BASE_URLS = (
     "https://api.binance.com,https://api1.binance.com,https://api2.binance.com,"
@@ -31,6 +31,7 @@ _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 CommaList = Annotated[list[str], NoDecode]
+Item = TypeVar("Item", bound=str)
 
 
 def parse_duration(text: str) -> dt.timedelta:
@@ -52,7 +53,7 @@ def split_commas(value: Any) -> list[str]:
     return [str(item).strip() for item in items if str(item).strip()]
 
 
-def _listed(items: list[str], what: str, example: str) -> list[str]:
+def _listed(items: list[Item], what: str, example: str) -> list[Item]:
     """``items``, unless there are none or one comes twice."""
     if not items:
         raise ValueError(f"no {what} given: set a comma-separated list, like {example}")
@@ -135,8 +136,12 @@ class Settings(BaseSettings):
     binance_base_urls: CommaList = Field(default_factory=lambda: split_commas(DEFAULT_BASE_URLS))
     archive_base_url: str = "https://data.binance.vision"
     data_dir: str = "./data"
-    symbols: CommaList = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"])
-    intervals: CommaList = Field(default_factory=lambda: ["15m", "1h", "4h", "1d"])
+    symbols: Annotated[list[Symbol], NoDecode] = Field(
+        default_factory=lambda: list(map(parse_symbol, ["BTCUSDT", "ETHUSDT"]))
+    )
+    intervals: Annotated[list[Interval], NoDecode] = Field(
+        default_factory=lambda: list(map(parse_interval, ["15m", "1h", "4h", "1d"]))
+    )
     http_timeout_s: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=20)
     initial_lookback_days: float = Field(default=7, gt=0, le=36_500)  # as `--days`: 100 years
@@ -182,14 +187,14 @@ class Settings(BaseSettings):
 
     @field_validator("symbols", mode="before")
     @classmethod
-    def _symbols(cls, value: Any) -> list[str]:
-        symbols = [check_symbol(symbol) for symbol in split_commas(value)]
+    def _symbols(cls, value: Any) -> list[Symbol]:
+        symbols = [parse_symbol(symbol) for symbol in split_commas(value)]
         return _listed(symbols, "symbol", "BTCUSDT,ETHUSDT")
 
     @field_validator("intervals", mode="before")
     @classmethod
-    def _intervals(cls, value: Any) -> list[str]:
-        intervals = [check_interval(interval) for interval in split_commas(value)]
+    def _intervals(cls, value: Any) -> list[Interval]:
+        intervals = [parse_interval(interval) for interval in split_commas(value)]
         return _listed(intervals, "interval", "15m,1h,4h,1d")
 
     @field_validator("escalation_alert_after", "escalation_escalate_after")

@@ -81,7 +81,7 @@ from ost.errors import (
     StoreError,
     StreamLocked,
 )
-from ost.intervals import Stream
+from ost.intervals import Interval, Stream, Symbol
 from ost.settings import load_settings
 from ost.timefmt import parse_quarantine_stamp, quarantine_stamp
 
@@ -102,6 +102,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 Result = TypeVar("Result")
+Parsed = TypeVar("Parsed")
 
 #: A time bound of :meth:`CandleStore.load_klines`: epoch ms, a datetime or an ISO-8601 string
 #: (naive means UTC).
@@ -144,7 +145,12 @@ Kind = Literal["klines", "gaps"]
 
 
 def stream_path(
-    kind: Kind, symbol: str, interval: str, period: dt.date | None = None, *, lock: bool = False
+    kind: Kind,
+    symbol: Symbol,
+    interval: Interval,
+    period: dt.date | None = None,
+    *,
+    lock: bool = False,
 ) -> str:
     """Where a stream's file of ``kind`` is, relative to the root: the one rule of the layout.
 
@@ -153,10 +159,8 @@ def stream_path(
     ``locks/<SYMBOL>-<INTERVAL>.<stripe>.lock`` for a partition (``LOCK_STRIPES`` per stream, by
     date, so neighbouring partitions can be written at once with a bounded number of lock files),
     ``locks/<SYMBOL>-<INTERVAL>.gaps.lock`` for the gap record. The symbol and interval are
-    validated first.
+    parsed (:func:`~ost.intervals.parse_stream`), so neither can leave the root.
     """
-    intervals.check_symbol(symbol)
-    intervals.check_interval(interval)
     stream = posixpath.join(f"symbol={symbol}", f"interval={interval}")
     if kind == GAPS_DIR:
         if lock:
@@ -173,7 +177,7 @@ def stream_path(
     return posixpath.join(KLINES_DIR, stream, f"period={period.isoformat()}", PARTITION_FILE)
 
 
-def partition_path(root: str, symbol: str, interval: str, period: dt.date) -> str:
+def partition_path(root: str, symbol: Symbol, interval: Interval, period: dt.date) -> str:
     """The file of the partition of ``symbol``/``interval`` that starts on ``period``."""
     return posixpath.join(root, stream_path(KLINES_DIR, symbol, interval, period))
 
@@ -215,8 +219,8 @@ def parse_quarantined(relative: str) -> tuple[dt.datetime, str] | None:
 class Location:
     """What a path relative to the root is in the layout: the valid hive keys above it."""
 
-    symbol: str | None = None
-    interval: str | None = None
+    symbol: Symbol | None = None
+    interval: Interval | None = None
     #: The partition directory's date, if it starts a partition of ``interval``.
     period: dt.date | None = None
     #: Whether it is the ``part.parquet`` of a valid partition directory.
@@ -229,11 +233,11 @@ def locate(relative: str) -> Location:
     keys = parts[1:-1]  # the directories between klines/ and the file's name
     if parts[0] != KLINES_DIR or not keys:
         return Location()
-    symbol = _valid(intervals.check_symbol, _key_value(keys[0], "symbol"))
+    symbol = _valid(intervals.parse_symbol, _key_value(keys[0], "symbol"))
     if symbol is None:
         return Location()
     interval = (
-        _valid(intervals.check_interval, _key_value(keys[1], "interval")) if keys[1:] else None
+        _valid(intervals.parse_interval, _key_value(keys[1], "interval")) if keys[1:] else None
     )
     if interval is None:
         return Location(symbol)
@@ -271,12 +275,12 @@ def _period_of(name: str) -> dt.date | None:
         return None
 
 
-def _valid(check: Callable[[str], str], value: str | None) -> str | None:
-    """``value`` if it passes ``check`` (``check_symbol`` or ``check_interval``), else None."""
+def _valid(parse: Callable[[str], Parsed], value: str | None) -> Parsed | None:
+    """``value`` (a name found on disk) as ``parse`` makes it (a symbol, an interval), else None."""
     if value is None:
         return None
     try:
-        return check(value)
+        return parse(value)
     except BadInput:
         return None
 
@@ -410,8 +414,8 @@ class Quarantined:
     moved_to: str
     problem: str
     at: dt.datetime
-    symbol: str | None = None
-    interval: str | None = None
+    symbol: Symbol | None = None
+    interval: Interval | None = None
     period: dt.date | None = None
     #: Whether it was a partition's own ``part.parquet``, whose range must be fetched again
     #: (otherwise a foreign file, whose rows the store never held).
@@ -453,15 +457,13 @@ class CandleStore:
 
     # -- writing
 
-    def merge(self, symbol: str, interval: str, frame: pd.DataFrame) -> int:
+    def merge(self, symbol: Symbol, interval: Interval, frame: pd.DataFrame) -> int:
         """Store ``frame``'s candles, replacing stored ones of the same open_time.
 
         The frame is checked whole before anything is written: a frame with other columns or
         dtypes raises :class:`StoreError`, an impossible candle :class:`InvalidCandle`. Returns
         how many of its open times were not stored before.
         """
-        intervals.check_symbol(symbol)
-        intervals.check_interval(interval)
         incoming = _checked_incoming(frame, interval)
         added = 0
         for period, rows in split_by_partition(interval, incoming):
@@ -470,7 +472,7 @@ class CandleStore:
         return added
 
     def _merge_partition(
-        self, symbol: str, interval: str, period: dt.date, rows: pd.DataFrame
+        self, symbol: Symbol, interval: Interval, period: dt.date, rows: pd.DataFrame
     ) -> int:
         """Read-modify-write one partition (its lock is held); the new open times."""
         path = self._path(symbol, interval, period)
@@ -493,7 +495,7 @@ class CandleStore:
         return len(rows) - int(replaced.sum())
 
     def lock(
-        self, kind: Kind, symbol: str, interval: str, period: dt.date | None = None
+        self, kind: Kind, symbol: Symbol, interval: Interval, period: dt.date | None = None
     ) -> contextlib.AbstractContextManager[None]:
         """The lock of a stream's file of ``kind`` (:func:`stream_path`), for its read-modify-write.
 
@@ -512,7 +514,7 @@ class CandleStore:
     # -- reading
 
     def load_klines(
-        self, symbol: str, interval: str, start: TimeBound = None, end: TimeBound = None
+        self, symbol: Symbol, interval: Interval, start: TimeBound = None, end: TimeBound = None
     ) -> pd.DataFrame:
         """The stored candles with ``start <= open_time < end`` (None: unbounded), sorted.
 
@@ -534,7 +536,7 @@ class CandleStore:
         open_ms = klines.open_time_ms(candles)
         return candles[(open_ms >= start_ms) & (open_ms < end_ms)].reset_index(drop=True)
 
-    def last_open_time(self, symbol: str, interval: str) -> int | None:
+    def last_open_time(self, symbol: Symbol, interval: Interval) -> int | None:
         """The newest stored open time (epoch ms), from the newest file's footer statistics.
 
         The footer's columns, dtypes and open-time bounds are checked too (at no cost: it is
@@ -566,7 +568,7 @@ class CandleStore:
                 return int(klines.open_time_ms(stored)[-1])
         return None
 
-    def partitions(self, symbol: str, interval: str) -> list[dt.date]:
+    def partitions(self, symbol: Symbol, interval: Interval) -> list[dt.date]:
         """The start dates of the stream's stored partitions, oldest first."""
         return [
             period
@@ -580,12 +582,12 @@ class CandleStore:
         return [
             Stream(symbol, interval)
             for symbol_name in self.backend.list_names(root)
-            if (symbol := _valid(intervals.check_symbol, _key_value(symbol_name, "symbol")))
+            if (symbol := _valid(intervals.parse_symbol, _key_value(symbol_name, "symbol")))
             for interval_name in self.backend.list_names(posixpath.join(root, symbol_name))
-            if (interval := _valid(intervals.check_interval, _key_value(interval_name, "interval")))
+            if (interval := _valid(intervals.parse_interval, _key_value(interval_name, "interval")))
         ]
 
-    def _periods(self, symbol: str, interval: str) -> list[dt.date]:
+    def _periods(self, symbol: Symbol, interval: Interval) -> list[dt.date]:
         """The dates of the stream's ``period=`` directories (names only, no file is opened)."""
         names = self.backend.list_names(
             self.backend.path(stream_path(KLINES_DIR, symbol, interval))
@@ -597,10 +599,12 @@ class CandleStore:
             and intervals.partition_start(interval, intervals.date_ms(period)) == period
         )
 
-    def _path(self, symbol: str, interval: str, period: dt.date) -> str:
+    def _path(self, symbol: Symbol, interval: Interval, period: dt.date) -> str:
         return partition_path(self.backend.root, symbol, interval, period)
 
-    def _read_partition(self, symbol: str, interval: str, period: dt.date) -> pd.DataFrame | None:
+    def _read_partition(
+        self, symbol: Symbol, interval: Interval, period: dt.date
+    ) -> pd.DataFrame | None:
         """The stored partition, checked to hold only its own, sorted, well-typed candles."""
         try:
             stored = read_frame(self.backend, self._path(symbol, interval, period))
@@ -614,14 +618,14 @@ class CandleStore:
         return stored[list(klines.COLUMNS)].reset_index(drop=True)
 
     def _corrupt(
-        self, symbol: str, interval: str, period: dt.date, problem: str
+        self, symbol: Symbol, interval: Interval, period: dt.date, problem: str
     ) -> PartitionCorrupt:
         path = self._path(symbol, interval, period)
         return PartitionCorrupt(problem, symbol=symbol, interval=interval, period=period, path=path)
 
     # -- healing
 
-    def partition_problem(self, symbol: str, interval: str, period: dt.date) -> str | None:
+    def partition_problem(self, symbol: Symbol, interval: Interval, period: dt.date) -> str | None:
         """What is wrong with a partition's file as the store reads it (None: nothing, or no file).
 
         Unreadable, another schema, rows out of order or outside the partition, or candles that
@@ -639,8 +643,8 @@ class CandleStore:
 
     def quarantine(
         self,
-        symbol: str,
-        interval: str,
+        symbol: Symbol,
+        interval: Interval,
         period: dt.date,
         *,
         check: Callable[[], str | None] | None = None,
@@ -708,8 +712,8 @@ class CandleStore:
 
     def healing(
         self,
-        symbol: str,
-        interval: str,
+        symbol: Symbol,
+        interval: Interval,
         attempt: Callable[[], Result],
         refetch: Callable[[Quarantined], object],
     ) -> Result:
@@ -739,7 +743,7 @@ class CandleStore:
             self._quarantined.clear()
         return taken
 
-    def _quarantine_foreign(self, symbol: str, interval: str, period: dt.date) -> None:
+    def _quarantine_foreign(self, symbol: Symbol, interval: Interval, period: dt.date) -> None:
         """Quarantine the files beside ``part.parquet`` that a reader would read too.
 
         Called after a write of the partition, under its lock: its directory is listed (one
@@ -790,10 +794,12 @@ def load_klines(
 ) -> pd.DataFrame:
     """The stored candles of one stream in ``[start, end)``; see :meth:`CandleStore.load_klines`.
 
-    ``data_dir`` defaults to the ``OST_DATA_DIR`` setting.
+    A reader's entry point: ``symbol`` and ``interval`` are parsed here (:class:`BadInput` if
+    either is not Binance's). ``data_dir`` defaults to the ``OST_DATA_DIR`` setting.
     """
+    stream = intervals.parse_stream(symbol, interval)
     root = data_dir if data_dir is not None else load_settings().data_dir
-    return CandleStore(root).load_klines(symbol, interval, start, end)
+    return CandleStore(root).load_klines(stream.symbol, stream.interval, start, end)
 
 
 # ---- helpers -----------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ from ost.gaps import (
     missing_ranges,
     subtract,
 )
-from ost.intervals import Stream
+from ost.intervals import Interval, Stream, Symbol
 from ost.store import (
     KLINES_DIR,
     QUARANTINE_DIR,
@@ -104,9 +104,9 @@ DUCKDB_DATASET: Final = (
 DETAIL_CHARS: Final = 200
 
 #: A partition: symbol, interval and the first day of its period.
-Partition = tuple[str, str, dt.date]
+Partition = tuple[Symbol, Interval, dt.date]
 #: ``refetch(symbol, interval, start_ms, end_ms)``: the backfill of a range; raises on failure.
-Refetch = Callable[[str, str, int, int], int]
+Refetch = Callable[[Symbol, Interval, int, int], int]
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,8 @@ class Finding:
     kind: str
     path: str
     detail: str
-    symbol: str | None = None
-    interval: str | None = None
+    symbol: Symbol | None = None
+    interval: Interval | None = None
     period: dt.date | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,8 +144,8 @@ class Repair:
     action: str  # quarantined, removed, refetched, failed
     path: str | None = None
     detail: str = ""
-    symbol: str | None = None
-    interval: str | None = None
+    symbol: Symbol | None = None
+    interval: Interval | None = None
     written: int | None = None
 
 
@@ -521,7 +521,7 @@ def _quarantined_range(partition: Partition, at: dt.datetime, now_ms: int | None
     )
 
 
-def partition_name(store: CandleStore, symbol: str, interval: str, period: dt.date) -> str:
+def partition_name(store: CandleStore, symbol: Symbol, interval: Interval, period: dt.date) -> str:
     """The partition file's path relative to the data dir."""
     root = store.backend.root
     return relative_path(root, partition_path(root, symbol, interval, period))
@@ -581,7 +581,9 @@ def repair_store(store: CandleStore, report: Report, refetch: Refetch) -> list[R
     return repairs
 
 
-def _refetched(refetch: Refetch, symbol: str, interval: str, start: int, end: int) -> Repair:
+def _refetched(
+    refetch: Refetch, symbol: Symbol, interval: Interval, start: int, end: int
+) -> Repair:
     span = f"[{terminal_time(start)}, {terminal_time(end)})"
     try:
         written = refetch(symbol, interval, start, end)

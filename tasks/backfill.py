@@ -8,14 +8,15 @@ from uuid import UUID
 from prefect import task
 
 from ost.errors import Incomplete
+from ost.intervals import Interval, Symbol
 from ost.runtime import current_runtime
 from ost.tasks.progress import SharedProgress
 
 
 @task(name="backfill-stream", task_run_name="{symbol} {interval}", retries=0)
 def backfill_stream_task(
-    symbol: str,
-    interval: str,
+    symbol: Symbol,
+    interval: Interval,
     *,
     start_ms: int,
     end_ms: int,

@@ -6,11 +6,12 @@ from typing import Any
 
 from prefect import task
 
+from ost.intervals import Interval, Symbol
 from ost.runtime import current_runtime
 
 
 @task(name="ingest-stream", task_run_name="{symbol} {interval}", retries=0)
-def ingest_stream_task(symbol: str, interval: str) -> dict[str, Any]:
+def ingest_stream_task(symbol: Symbol, interval: Interval) -> dict[str, Any]:
     """Ingest one stream; the task fails (and the UI shows which) when the stream fails.
 
     No Prefect retries: the client's stamina layer already retried every request.

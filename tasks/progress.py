@@ -10,7 +10,7 @@ from uuid import UUID
 
 from prefect.artifacts import update_progress_artifact
 
-from ost.intervals import Stream
+from ost.intervals import Interval, Stream, Symbol
 
 #: Update the artifact at most this often (each update is an API call).
 MIN_UPDATE_INTERVAL_S = 1.0
@@ -36,7 +36,7 @@ class SharedProgress:
         with cls._instances_lock:
             return cls._instances.setdefault(artifact_id, cls(artifact_id))
 
-    def reporter(self, symbol: str, interval: str) -> Callable[[int, int], None]:
+    def reporter(self, symbol: Symbol, interval: Interval) -> Callable[[int, int], None]:
         """A ``progress(done, total)`` callback for one stream."""
 
         def report(done: int, total: int) -> None:
@@ -44,7 +44,7 @@ class SharedProgress:
 
         return report
 
-    def report(self, symbol: str, interval: str, done: int, total: int) -> None:
+    def report(self, symbol: Symbol, interval: Interval, done: int, total: int) -> None:
         """Record a stream's progress, and update the artifact if it is time to."""
         with self._lock:
             self._streams[Stream(symbol, interval)] = (done, total)

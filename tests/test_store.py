@@ -433,15 +433,11 @@ def test_empty_frame_writes_nothing(store: CandleStore, tmp_path: Path) -> None:
     ("symbol", "interval"),
     [("../x", "1m"), ("BTCUSDT", "../1m"), ("btc/..", "1m"), ("BTCUSDT", "2m")],
 )
-def test_bad_names_never_reach_the_filesystem(
-    store: CandleStore, tmp_path: Path, symbol: str, interval: str
-) -> None:
-    """A bad symbol or interval is refused by every method before any path is used."""
+def test_bad_names_never_reach_the_filesystem(tmp_path: Path, symbol: str, interval: str) -> None:
+    """A bad symbol or interval never parses, so no store path is built; load_klines refuses it."""
     calls = [
-        lambda: store.merge(symbol, interval, klines.empty_frame()),
-        lambda: store.load_klines(symbol, interval),
-        lambda: store.last_open_time(symbol, interval),
-        lambda: store.partitions(symbol, interval),
+        lambda: intervals.parse_stream(symbol, interval),
+        lambda: load_klines(symbol, interval, data_dir=str(tmp_path)),
     ]
     for call in calls:
         with pytest.raises(BadInput):

@@ -16,6 +16,7 @@ from ost.backfill.writing import PartitionBuffer, PartitionWriter
 from ost.binance import PAGE_LIMIT, BinanceClient
 from ost.concurrency import in_order_concurrently
 from ost.gaps import ExchangeGapLog, Range, candle_count, runs_of
+from ost.intervals import Interval, Symbol
 from ost.paging import Page, read_range, read_step
 from ost.store import CandleStore
 
@@ -51,7 +52,7 @@ def fill_from_api(
 
 
 def api_pages(
-    client: BinanceClient, symbol: str, interval: str, missing: Range, *, workers: int
+    client: BinanceClient, symbol: Symbol, interval: Interval, missing: Range, *, workers: int
 ) -> Iterator[Page]:
     """The pages of ``missing`` in time order (:func:`ost.paging.read_range`).
 

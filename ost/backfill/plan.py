@@ -18,6 +18,7 @@ from ost.archive import ArchiveFile, daily_file, is_archived, monthly_file
 from ost.binance import PAGE_LIMIT
 from ost.errors import BadInput
 from ost.gaps import Range, candle_count, intersect
+from ost.intervals import Interval, Symbol
 
 Source = Literal["api", "archive", "auto"]
 SOURCES: Final[tuple[str, ...]] = get_args(Source)
@@ -40,7 +41,7 @@ def check_source(source: str) -> Source:
 
 
 def plan_archive(
-    symbol: str, interval: str, todo: list[Range], now_ms: int, source: str
+    symbol: Symbol, interval: Interval, todo: list[Range], now_ms: int, source: str
 ) -> list[ArchiveFile]:
     """The archive files to read for ``todo``, oldest first (see the module docstring)."""
     if not todo or not is_archived(interval):

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ost.gaps import Range
+from ost.intervals import Interval, Symbol
 
 #: ``progress(done_candles, total_candles)`` after each stored page or file.
 Progress = Callable[[int, int], None]
 #: ``progress(symbol, interval, done_candles, total_candles)`` for a multi-stream backfill.
-StreamProgress = Callable[[str, str, int, int], None]
+StreamProgress = Callable[[Symbol, Interval, int, int], None]
 
 
 @dataclass
@@ -23,8 +24,8 @@ class BackfillResult:
     the stream failed. ``written`` counts the candles really stored.
     """
 
-    symbol: str
-    interval: str
+    symbol: Symbol
+    interval: Interval
     start_ms: int
     end_ms: int
     source: str

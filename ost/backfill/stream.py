@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-from ost import intervals
 from ost.archive import Archive, is_archived
 from ost.backfill.from_api import fill_from_api
 from ost.backfill.from_archive import fill_from_archive
@@ -20,6 +19,7 @@ from ost.gaps import (
     missing_ranges,
     subtract,
 )
+from ost.intervals import Interval, Symbol
 from ost.settings import DEFAULT_MAX_CONCURRENCY, load_settings
 from ost.store import CandleStore, Quarantined
 
@@ -27,8 +27,8 @@ from ost.store import CandleStore, Quarantined
 def backfill_stream(  # noqa: PLR0917  # the signature promised to the CLI and the flows
     client: BinanceClient,
     store: CandleStore,
-    symbol: str,
-    interval: str,
+    symbol: Symbol,
+    interval: Interval,
     start_ms: int,
     end_ms: int,
     *,
@@ -44,8 +44,6 @@ def backfill_stream(  # noqa: PLR0917  # the signature promised to the CLI and t
     failure stays stored; running again resumes. ``recheck`` first forgets the exchange-side
     gaps recorded in the range, so that Binance is asked about them again.
     """
-    intervals.check_symbol(symbol)
-    intervals.check_interval(interval)
     chosen = check_source(source)
     started = time.perf_counter()
     now = client.now_ms()  # the earlier of the two clocks: see ost.clock

@@ -13,7 +13,7 @@ from ost.backfill.stream import backfill_stream
 from ost.binance import BinanceClient
 from ost.concurrency import in_order_concurrently
 from ost.errors import OstError
-from ost.intervals import Stream
+from ost.intervals import Interval, Stream, Symbol
 from ost.settings import DEFAULT_MAX_CONCURRENCY
 from ost.store import CandleStore
 
@@ -100,7 +100,9 @@ def backfill_streams(
     return results
 
 
-def _bind_progress(progress: StreamProgress | None, symbol: str, interval: str) -> Progress | None:
+def _bind_progress(
+    progress: StreamProgress | None, symbol: Symbol, interval: Interval
+) -> Progress | None:
     if progress is None:
         return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ost.backfill.result import BackfillResult, Progress
 from ost.gaps import Range, Unanswered, candle_count, incomplete_line, subtract
+from ost.intervals import Interval, Symbol
 
 
 class StreamTally:
@@ -26,12 +27,12 @@ class StreamTally:
         self.unanswered: list[Unanswered] = []
 
     @property
-    def symbol(self) -> str:
+    def symbol(self) -> Symbol:
         """The stream's symbol."""
         return self.result.symbol
 
     @property
-    def interval(self) -> str:
+    def interval(self) -> Interval:
         """The stream's interval."""
         return self.result.interval
 

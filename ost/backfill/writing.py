@@ -14,6 +14,7 @@ import pandas as pd
 
 from ost import intervals, klines
 from ost.concurrency import BoundedPool
+from ost.intervals import Interval, Symbol
 from ost.store import CandleStore
 
 #: Partition writers per stream. Writing is mostly Python under the GIL, so more threads
@@ -30,7 +31,7 @@ class PartitionWriter:
     """
 
     def __init__(
-        self, store: CandleStore, symbol: str, interval: str, workers: int = WRITERS
+        self, store: CandleStore, symbol: Symbol, interval: Interval, workers: int = WRITERS
     ) -> None:
         self.store, self.symbol, self.interval = store, symbol, interval
         self.merges: BoundedPool[int] = BoundedPool(workers)
