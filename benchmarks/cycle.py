@@ -255,10 +255,9 @@ def bench_market_cycle(sim: SimHandle, scratch: Path, streams: int = MARKET_STRE
     check_stored(scratch / "core", symbols, cycle_at)
 
     with prefect_server(scratch / "prefect-home") as (api, server, log):
+        from ost.flows.ingest import ingest_all
         from prefect.logging.handlers import APILogWorker
         from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        from flows.ingest import ingest_all
 
         os.environ["OST_DATA_DIR"] = str(scratch / "flow")
         current_runtime.cache_clear()
@@ -301,7 +300,7 @@ def bench_market_cycle(sim: SimHandle, scratch: Path, streams: int = MARKET_STRE
 
 def max_parallel_streams() -> int:
     """The streams the flow ingests at once (the baseline runs as many)."""
-    from flows.ingest import MAX_PARALLEL_STREAMS
+    from ost.flows.ingest import MAX_PARALLEL_STREAMS
 
     return MAX_PARALLEL_STREAMS
 

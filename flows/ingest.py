@@ -6,6 +6,15 @@ import itertools
 import math
 from typing import Any
 
+from ost.flows.clock import log_clock_skew
+from ost.tasks.ingest import (
+    Row,
+    StreamsFailed,
+    failed_rows,
+    failure_line,
+    ingest_streams_task,
+    problem,
+)
 from prefect import flow, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.schemas.objects import FlowRun, State
@@ -14,17 +23,8 @@ from prefect.futures import PrefectFuture
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.clock import log_clock_skew
 from ost.args import parse_intervals, parse_symbols
 from ost.runtime import Stream, current_runtime
-from tasks.ingest import (
-    Row,
-    StreamsFailed,
-    failed_rows,
-    failure_line,
-    ingest_streams_task,
-    problem,
-)
 
 #: How many streams run at once within one flow run (they share one weight budget).
 MAX_PARALLEL_STREAMS = 4
