@@ -476,12 +476,20 @@ def bench_memory_5_years(sim: SimHandle, scratch: Path) -> list[Row]:
     return rows
 
 
+def bench_market_cycle(sim: SimHandle, scratch: Path) -> list[Row]:
+    """One ingest-all cycle of 1,500 streams through the flow (benchmarks/cycle.py)."""
+    from benchmarks.cycle import bench_market_cycle as market_cycle  # it imports this module
+
+    return market_cycle(sim, scratch)
+
+
 CASES: dict[str, Callable[[SimHandle, Path], Row | list[Row]]] = {
     "vs-ccxt-90-days": bench_against_ccxt,
     "budget-bound": bench_budget_bound,
     "many-streams": bench_many_streams,
     "memory-5-years": bench_memory_5_years,
     "ingest-all-cycle": bench_ingest_all_cycle,
+    "market-cycle-1500": bench_market_cycle,
     "update-vs-history": bench_update_vs_history,
     "read-week-of-5-years": lambda _sim, scratch: bench_read_week(scratch),
 }

@@ -3,7 +3,7 @@
 Streams are independent: one that fails is reported as failed and stops no other. Pages are
 stored as they arrive, so a pass that dies halfway keeps what it fetched, and the next pass
 resumes from the last stored candle without a gap. The ``ingest-all`` flow runs the same
-:func:`ingest_stream` per stream, as a task.
+:func:`ingest_all` over chunks of streams, a task run per chunk.
 
 A stream is ``ok`` only when every closed candle up to now is stored or proven exchange-side
 (:mod:`ost.paging`: a later candle in Binance's answer; such a hole is recorded with its
@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ost import intervals
 from ost.backfill import refetch_quarantined
@@ -40,8 +42,28 @@ class StreamOutcome:
     seconds: float
     reason: str | None = None
     error: str | None = None
-    #: The error that failed the stream, for a caller that must raise it (the flow's task).
+    #: The error that failed the stream, for a caller that must raise it.
     exception: OstError | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def result(self) -> str:
+        """``ok``, ``incomplete`` or ``failed: REASON``, as ``ost ingest`` shows it."""
+        if self.ok:
+            return "ok"
+        if self.reason == Incomplete.reason:
+            return Incomplete.reason
+        return f"failed: {self.reason}"
+
+    def as_row(self) -> dict[str, Any]:
+        """The outcome as plain data (a task's result, an artifact's row): no exception object."""
+        return {
+            "symbol": self.symbol,
+            "interval": self.interval,
+            "result": self.result,
+            "written": self.written,
+            "last_open_ms": self.last_open_ms,
+            "error": self.error,
+        }
 
 
 def resume_point(
@@ -156,12 +178,24 @@ def ingest_all(
     *,
     lookback_days: float,
     on_outcome: Callable[[StreamOutcome], None] | None = None,
+    workers: int = 1,
 ) -> list[StreamOutcome]:
-    """Ingest every stream in turn; a failed stream is reported and the others go on."""
-    outcomes = []
-    for symbol, interval in streams:
+    """Ingest every stream, ``workers`` at once; a failed stream is reported and the others go on.
+
+    The outcomes come back in the order of ``streams``. ``on_outcome`` is called as each stream
+    ends, from the worker threads when ``workers`` > 1 (the client's pacer keeps them all inside
+    one weight budget).
+    """
+
+    def one(stream: Stream) -> StreamOutcome:
+        symbol, interval = stream
         outcome = ingest_or_report(client, store, symbol, interval, lookback_days=lookback_days)
         if on_outcome is not None:
             on_outcome(outcome)
-        outcomes.append(outcome)
-    return outcomes
+        return outcome
+
+    chosen = list(streams)
+    if workers <= 1 or len(chosen) <= 1:
+        return [one(stream) for stream in chosen]
+    with ThreadPoolExecutor(min(workers, len(chosen)), thread_name_prefix="ost-ingest") as pool:
+        return list(pool.map(one, chosen))

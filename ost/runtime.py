@@ -83,14 +83,15 @@ class Runtime:
         self.record(outcome)
         return outcome
 
-    def ingest_many(self, streams: Sequence[Stream]) -> list[StreamOutcome]:
-        """Ingest streams in turn, recording each outcome; a failed one stops no other."""
+    def ingest_many(self, streams: Sequence[Stream], *, workers: int = 1) -> list[StreamOutcome]:
+        """Ingest streams, ``workers`` at once, recording each outcome; one failing stops none."""
         return ingest_all(
             self.client,
             self.store,
             streams,
             lookback_days=self.settings.initial_lookback_days,
             on_outcome=self.record,
+            workers=workers,
         )
 
     def record(self, outcome: StreamOutcome) -> None:

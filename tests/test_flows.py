@@ -76,6 +76,62 @@ def test_ingest_all_fails_after_all_streams_ran(prefect_server: None, settings_e
     assert ledger.stream_states()[("BTCUSDT", "1h")].last_success_at is not None
 
 
+def test_ingest_all_shows_which_stream_failed(
+    prefect_server: None, settings_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of 2, one unknown symbol: its task run, the run's message and artifact name it."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    import flows.ingest
+
+    monkeypatch.setattr(flows.ingest, "STREAMS_PER_TASK", 2)
+    symbols = ["BTCUSDT", "ETHUSDT", "NOSUCHUSDT", "BNBUSDT", "XRPUSDT"]
+    state = flows.ingest.ingest_all(symbols=symbols, intervals=["1h"], return_state=True)
+    assert state.is_failed()
+    assert (state.message or "").startswith("1 of 5 streams failed: NOSUCHUSDT 1h (failed: ")
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        )
+        (artifact,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["ingest-failures"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
+            )
+        )
+    states = {run.name: run.state for run in runs}
+    assert set(states) == {
+        "BTCUSDT 1h",
+        "ETHUSDT 1h … NOSUCHUSDT 1h (2 streams)",
+        "BNBUSDT 1h … XRPUSDT 1h (2 streams)",
+    }
+    failed = states.pop("ETHUSDT 1h … NOSUCHUSDT 1h (2 streams)")
+    assert failed is not None
+    assert failed.is_failed()
+    # Binance's own answer to an unknown symbol: {"code": -1121, "msg": "Invalid symbol."}
+    assert "1 of 2 streams failed: NOSUCHUSDT 1h: HTTP 400 " in (failed.message or "")
+    assert "Invalid symbol. (code -1121)" in (failed.message or "")
+    assert all(each is not None and each.is_completed() for each in states.values())
+    table = [line for line in str(artifact.data).splitlines() if line.startswith("| ")]
+    assert table[0] == "| stream | result | error |"
+    (row,) = table[1:]
+    assert row.startswith("| NOSUCHUSDT 1h | failed: ")
+    assert "Invalid symbol. (code -1121)" in row
+    store = CandleStore(str(settings_env))
+    for symbol in ("BTCUSDT", "ETHUSDT", "BNBUSDT", "XRPUSDT"):
+        assert len(store.load_klines(symbol, "1h")) == 48, symbol
+    assert sum(current_runtime().ledger.counters(FAILURES).values()) == 1
+
+
 def test_backfill_flow_fills_and_skips_what_is_stored(
     prefect_server: None, settings_env: Path, sim: SimHandle
 ) -> None:
@@ -113,11 +169,47 @@ def test_check_gaps_flow_reports_and_repairs(prefect_server: None, settings_env:
 
 def test_tasks_run_without_a_server(settings_env: Path) -> None:
     """The task's .fn() is the plain core: it stores a stream with no Prefect server."""
-    from ost.tasks.ingest import ingest_stream_task
+    from ost.tasks.ingest import ingest_streams_task
 
-    result = ingest_stream_task.fn("ETHUSDT", "1d")
+    (result,) = ingest_streams_task.fn([("ETHUSDT", "1d")])
     assert result["written"] == 2
     assert result["symbol"] == "ETHUSDT"
+
+
+def test_chunks_are_even_and_keep_the_order() -> None:
+    """1,500 streams make 15 task runs of 100; 250 make 3 of 83-84; all in order, none lost."""
+    from ost.flows.ingest import chunks
+
+    for count, sizes in ((1500, [100] * 15), (250, [83, 83, 84]), (2, [2]), (0, [])):
+        streams = [(f"S{number}USDT", "15m") for number in range(count)]
+        parts = chunks(streams, 100)
+        assert [len(part) for part in parts] == sizes
+        assert [stream for part in parts for stream in part] == streams
+
+
+def test_failed_streams_are_named_with_their_result_or_error() -> None:
+    """A chunk's line names each stream not ok: ok / incomplete / failed: REASON, or its error."""
+    from ost.errors import BinanceUnavailable, Incomplete
+    from ost.ingest import StreamOutcome
+    from ost.tasks.ingest import failure_line
+
+    incomplete = Incomplete.of_stream("ETHUSDT", "1h", "2 candles still missing")
+    down = BinanceUnavailable("no base URL answered /api/v3/klines")
+    rows = [
+        StreamOutcome("BTCUSDT", "1h", ok=True, written=1, last_open_ms=0, seconds=0.1),
+        StreamOutcome(
+            "ETHUSDT", "1h", False, 0, None, 0.1, incomplete.reason, str(incomplete), incomplete
+        ),
+        StreamOutcome("BNBUSDT", "1h", False, 0, None, 0.1, down.reason, str(down), down),
+    ]
+    table = [outcome.as_row() for outcome in rows]
+    assert [row["result"] for row in table] == ["ok", "incomplete", "failed: unavailable"]
+    assert failure_line(table, with_errors=False) == (
+        "2 of 3 streams failed: ETHUSDT 1h (incomplete); BNBUSDT 1h (failed: unavailable)"
+    )
+    assert failure_line(table, with_errors=True) == (
+        f"2 of 3 streams failed: {incomplete}; BNBUSDT 1h: {down}"
+    )
 
 
 # ---- ranges read as people mean them, and "ok" only when complete (issue 9) --------------------

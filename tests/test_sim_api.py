@@ -214,6 +214,25 @@ def test_unknown_symbol_in_exchange_info(client: httpx.Client):
     assert response.json()["msg"] == "Invalid symbol."
 
 
+def test_generated_symbols_for_load_tests(client: httpx.Client):
+    """SIM0001USDT and SIM1500USDT: markets of their own from 2020-01-01, by name only."""
+    first = {}
+    for symbol in ("SIM0001USDT", "SIM1500USDT"):
+        rows = get_klines(client, symbol=symbol, interval="1d", startTime=0, limit=2)
+        assert [row[0] for row in rows] == [utc_ms("2020-01-01"), utc_ms("2020-01-02")]
+        assert float(rows[0][1]) > 0
+        assert rows[0][4] == rows[1][1]  # a close is the next open
+        first[symbol] = rows[0][1]
+        answer = client.get("/api/v3/exchangeInfo", params={"symbol": symbol}).json()
+        assert [entry["symbol"] for entry in answer["symbols"]] == [symbol]
+    assert first["SIM0001USDT"] != first["SIM1500USDT"]
+    listed = client.get("/api/v3/exchangeInfo").json()["symbols"]
+    assert not [entry for entry in listed if entry["symbol"].startswith("SIM")]
+    for name in ("SIMUSDT", "SIM1234567USDT", "SIM0001BTC"):
+        response = client.get("/api/v3/klines", params={"symbol": name, "interval": "1d"})
+        assert error_of(response) == (400, -1121), name
+
+
 def test_used_weight_headers_count_per_endpoint(client: httpx.Client):
     """Every answer carries the used weight: klines 2, exchangeInfo 20, ping 1."""
     used = []

@@ -3,13 +3,20 @@
 Listing times are close to the real ones (BTCUSDT and ETHUSDT opened 2017-08-17 04:00 UTC); the
 price anchors only steer the synthetic prices near real levels, they are not history. A symbol
 has no candle that opens before its listing.
+
+Load tests need more symbols than the table holds: any name ``SIM`` + 1 to 6 digits + ``USDT``
+(``SIM0001USDT``) is a generated listing (:func:`generated_listing`), with synthetic candles like
+the others. It is answered by name (klines, ``exchangeInfo?symbol=``, the archive) but is not in
+the table, so the full ``exchangeInfo`` does not list it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import math
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -307,6 +314,28 @@ LISTINGS: Final[dict[str, Listing]] = {
 }
 
 
+#: The names of generated listings (see the module docstring).
+GENERATED_SYMBOL: Final = re.compile(r"SIM[0-9]{1,6}USDT")
+#: When every generated symbol was listed.
+GENERATED_LISTED: Final = "2020-01-01"
+
+
+@functools.lru_cache(maxsize=4096)
+def generated_listing(symbol: str) -> Listing | None:
+    """The listing of a generated symbol (``SIM0001USDT``), or None for any other name.
+
+    Its price level (1e-4 to 1e4 USDT) and volume are drawn from a hash of its name, so each
+    generated symbol is a market of its own, the same in every process.
+    """
+    if GENERATED_SYMBOL.fullmatch(symbol) is None:
+        return None
+    draw = int.from_bytes(hashlib.sha256(symbol.encode()).digest()[8:12], "little") / 2**32
+    price = 10.0 ** (8 * draw - 4)
+    return _listing(
+        symbol, GENERATED_LISTED, ((GENERATED_LISTED, price),), 10_000.0 + 90_000 * draw
+    )
+
+
 def find_listing(symbol: str) -> Listing | None:
     """The listing of ``symbol``, or None when the simulator does not list it."""
-    return LISTINGS.get(symbol)
+    return LISTINGS.get(symbol) or generated_listing(symbol)
