@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Final
 from ost import intervals
 from ost.ledger import LadderRecord, Stream, StreamState
 from ost.settings import DEFAULT_STALE_GRACE
+from ost.universe import known_symbols
 
 if TYPE_CHECKING:
     from ost.settings import Settings
@@ -118,9 +119,14 @@ class LadderConfig:
     def from_settings(
         cls, settings: Settings, cadence: dt.timedelta = DEFAULT_CADENCE
     ) -> LadderConfig:
-        """Every ``OST_SYMBOLS`` x ``OST_INTERVALS`` stream, ``OST_ESCALATION_*``, the grace."""
+        """Every ``OST_SYMBOLS`` x ``OST_INTERVALS`` stream, ``OST_ESCALATION_*``, the grace.
+
+        ``OST_SYMBOLS`` as far as is known without asking Binance
+        (:func:`ost.universe.known_symbols`): patterns from the listing kept, and no symbol that
+        stopped trading, so an ended stream is never stale.
+        """
         return cls(
-            streams=tuple((s, i) for s in settings.symbols for i in settings.intervals),
+            streams=tuple((s, i) for s in known_symbols(settings) for i in settings.intervals),
             thresholds=Thresholds(
                 monitor=settings.escalation_monitor_after,
                 alert=settings.escalation_alert_after,
