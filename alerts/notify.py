@@ -36,8 +36,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import apprise
 import stamina
+from ost.alerts.policy import Kind, Message
 
-from alerts.policy import Kind, Message
 from ost.errors import NotifyError
 from ost.ledger import Ledger
 from ost.settings import Settings, apprise_target_label, split_apprise_urls

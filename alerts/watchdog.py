@@ -38,8 +38,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
 import filelock
-
-from alerts.policy import (
+from ost.alerts.policy import (
     DEFAULT_CADENCE,
     Evaluation,
     Kind,
@@ -52,6 +51,7 @@ from alerts.policy import (
     evaluate,
     mark_sent,
 )
+
 from ost import intervals
 from ost.errors import OstError
 from ost.gaps import check_gaps
@@ -59,7 +59,8 @@ from ost.ledger import Ledger, Stream, StreamState, utcnow
 from ost.store import CandleStore
 
 if TYPE_CHECKING:
-    from alerts.notify import Delivery, Notifier
+    from ost.alerts.notify import Delivery, Notifier
+
     from ost.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -301,7 +302,7 @@ def _evaluate_and_send(
 
 
 def _notifier(settings: Settings, ledger: Ledger) -> Notifier:
-    from alerts.notify import Notifier  # noqa: PLC0415  # apprise loads in 0.5 s: only when needed
+    from ost.alerts.notify import Notifier  # noqa: PLC0415  # apprise loads in 0.5 s: only when needed
 
     return Notifier(settings, ledger)
 

@@ -173,9 +173,9 @@ def bench_ingest_all_cycle(sim: SimHandle, scratch: Path) -> list[Row]:
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    from ost.flows.ingest import MAX_PARALLEL_STREAMS, ingest_all
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.ingest import MAX_PARALLEL_STREAMS, ingest_all
     from ost.runtime import Runtime, current_runtime
     from ost.settings import load_settings
 

@@ -6,17 +6,17 @@ import datetime as dt
 import time
 from typing import Any, Literal
 
+from ost.flows.clock import log_clock_skew
+from ost.tasks.backfill import backfill_stream_task
 from prefect import flow, unmapped
 from prefect.artifacts import create_progress_artifact, create_table_artifact
 from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.clock import log_clock_skew
 from ost.args import FlowTime, flow_time_text, streams_and_range
 from ost.intervals import ALL, IntervalChoice
 from ost.runtime import current_runtime
-from tasks.backfill import backfill_stream_task
 
 #: Streams backfilled at once within one run (they share one weight budget).
 MAX_PARALLEL_STREAMS = 2

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ost.flows.backfill import streams_and_range_of
+from ost.flows.clock import log_clock_skew
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
 
-from flows.backfill import streams_and_range_of
-from flows.clock import log_clock_skew
 from ost.args import FlowTime
 from ost.intervals import IntervalChoice
 from ost.runtime import current_runtime

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from ost.flows.clock import log_clock_skew
+from ost.tasks.ingest import ingest_stream_task
 from prefect import flow
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.flows import Flow
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.clock import log_clock_skew
 from ost.args import parse_intervals, parse_symbols
 from ost.runtime import current_runtime
-from tasks.ingest import ingest_stream_task
 
 #: How many streams run at once within one flow run (they share one weight budget).
 MAX_PARALLEL_STREAMS = 4

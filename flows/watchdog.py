@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ost.alerts.watchdog import run_watchdog
 from prefect import flow
 
-from alerts.watchdog import run_watchdog
 from ost.settings import check_apprise_urls, load_settings
 
 

@@ -598,7 +598,7 @@ def status(
     """Per stream: level, state (ok, failing, overdue, stale), lag, last stored candle."""
     import json
 
-    from alerts.watchdog import ladder_status
+    from ost.alerts.watchdog import ladder_status
     from ost.ledger import Ledger
     from ost.universe import ended_streams
 
@@ -677,7 +677,7 @@ def _schedule_state() -> str:
 
     if not os.environ.get("PREFECT_API_URL"):
         return "unknown (PREFECT_API_URL is not set)"
-    from flows.control import api_problem, schedule_state
+    from ost.flows.control import api_problem, schedule_state
 
     if problem := api_problem():
         return f"unknown ({problem})"
@@ -695,7 +695,7 @@ def _print_status(report: dict[str, Any]) -> None:
 
     from rich.table import Table
 
-    from alerts.policy import human_duration
+    from ost.alerts.policy import human_duration
 
     table = Table(title=f"ost status: level {report['level']}")
     columns = ("symbol", "interval", "level", "state", "lag", "last candle", "last success")
@@ -761,7 +761,7 @@ def metrics() -> None:
 @app.command()
 def watchdog() -> None:
     """One evaluation of the escalation ladder (the watchdog flow), sending what is due."""
-    from alerts.watchdog import run_watchdog
+    from ost.alerts.watchdog import run_watchdog
 
     report = run_watchdog(_settings(notifying=True))
     pending = [f"{message.kind.value} ({delivery.value})" for message, delivery in report.pending]
@@ -776,7 +776,7 @@ def notify_test(
     ] = None,
 ) -> None:
     """Send a test notification through the configured apprise targets."""
-    from alerts.notify import send_test
+    from ost.alerts.notify import send_test
     from ost.errors import NotifyError
 
     try:
@@ -792,7 +792,7 @@ app.add_typer(schedule_app, name="schedule")
 
 def _set_schedule(paused: bool) -> None:
     """Pause or resume through the Prefect server; with none to ask, one line and exit 2."""
-    from flows.control import api_problem, set_paused
+    from ost.flows.control import api_problem, set_paused
 
     if problem := api_problem():
         _fail(

@@ -33,9 +33,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from alerts.policy import Evaluation, LadderConfig, LadderState, evaluate
-from alerts.watchdog import observed_states
 from ost import ledger as ledger_names
+from ost.alerts.policy import Evaluation, LadderConfig, LadderState, evaluate
+from ost.alerts.watchdog import observed_states
 from ost.errors import StoreError
 from ost.ledger import Labels, LadderRecord, Ledger, LedgerSnapshot, Stream, StreamState, utcnow
 from ost.store import CandleStore

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from ost.tasks.progress import SharedProgress
 from prefect import task
 
 from ost.errors import Incomplete
 from ost.runtime import current_runtime
-from tasks.progress import SharedProgress
 
 
 @task(name="backfill-stream", task_run_name="{symbol} {interval}", retries=0)

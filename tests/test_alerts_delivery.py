@@ -20,11 +20,11 @@ import pytest
 import stamina
 from apprise_receiver import SECRET_PASSWORD, SECRET_PATH, Receiver
 from candles import FASTPARQUET_VALUES, make_candles
+from ost.alerts.notify import Delivery, Notifier, send_test
+from ost.alerts.policy import Kind, Level, Message, OutageGaps
+from ost.alerts.watchdog import ladder_status, run_watchdog
 from typer.testing import CliRunner
 
-from alerts.notify import Delivery, Notifier, send_test
-from alerts.policy import Kind, Level, Message, OutageGaps
-from alerts.watchdog import ladder_status, run_watchdog
 from ost.cli import app
 from ost.errors import NotifyError
 from ost.ingest import StreamOutcome
@@ -113,9 +113,9 @@ def test_without_targets_one_log_line_and_no_crash(
     """No apprise target: the message is not sent, one warning says so, and it is counted."""
     ledger = Ledger(tmp_path / "ledger.sqlite3")
     notifier = Notifier(make_settings(tmp_path), ledger)
-    with caplog.at_level(logging.WARNING, logger="alerts.notify"):
+    with caplog.at_level(logging.WARNING, logger="ost.alerts.notify"):
         assert notifier.send(message(Kind.ALERT)) is Delivery.UNCONFIGURED
-    lines = [record for record in caplog.records if record.name == "alerts.notify"]
+    lines = [record for record in caplog.records if record.name == "ost.alerts.notify"]
     assert len(lines) == 1
     assert "No apprise target configured" in lines[0].getMessage()
     assert ledger.counter(NOTIFICATIONS, level="alert", result="unconfigured") == 1
@@ -333,7 +333,7 @@ def test_recovery_reports_the_gap_check_of_the_store_over_the_outage(
 
 
 WATCHDOG_IN_A_NEW_PROCESS = """
-from alerts.watchdog import run_watchdog
+from ost.alerts.watchdog import run_watchdog
 from ost.settings import load_settings
 report = run_watchdog(load_settings())
 print(",".join(message.kind.value for message, _ in report.deliveries))

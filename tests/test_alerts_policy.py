@@ -6,8 +6,7 @@ import datetime as dt
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from alerts.policy import (
+from ost.alerts.policy import (
     Condition,
     Kind,
     LadderConfig,
@@ -23,6 +22,7 @@ from alerts.policy import (
     step,
     stream_health,
 )
+
 from ost.ledger import StreamState
 
 T0 = dt.datetime(2026, 11, 3, 10, 0, tzinfo=dt.UTC)

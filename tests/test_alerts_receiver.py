@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from ost.alerts.notify import Delivery, Notifier
+from ost.alerts.policy import Kind, Level, Message
 from processes import Processes
 
-from alerts.notify import Delivery, Notifier
-from alerts.policy import Kind, Level, Message
 from ost.settings import load_settings
 
 #: apprise 2.0 imports the stdlib's deprecated imghdr; not ours to fix.

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from ost.alerts.policy import LadderConfig
 from processes import Processes
 from prometheus_client import generate_latest
 from test_cli_ingest import ost_env
 
-from alerts.policy import LadderConfig
 from ost.binance import BinanceClient
 from ost.errors import BinanceUnavailable, HostsBanned
 from ost.ledger import Ledger, ledger_path

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from commands import ost
+from ost.alerts.policy import LadderConfig
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from test_ingest import EARLY_CLOSE_MS, NOW, expected, lookback_start
 
-from alerts.policy import LadderConfig
 from ost import clock, intervals, klines
 from ost.backfill import repair
 from ost.binance import BinanceClient

@@ -52,7 +52,7 @@ def test_ingest_flow_logs_the_skew_once_and_stores_no_open_candle(
     prefect_server: None, settings_env: Path, sim: SimHandle
 ) -> None:
     """ingest-all with Binance's clock 2 h ahead: Completed, one WARNING, only closed candles."""
-    from flows.ingest import ingest_all
+    from ost.flows.ingest import ingest_all
 
     sim.set_faults("clock:offset=7200")
     state = ingest_all(return_state=True)

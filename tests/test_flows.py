@@ -49,7 +49,7 @@ def expected(symbol: str, interval: str, stored_first_ms: int, now_ms: int = NOW
 
 def test_ingest_all_flow_stores_every_stream(prefect_server: None, settings_env: Path) -> None:
     """ingest-all: one task per stream, Completed, every stream equal to Binance's candles."""
-    from flows.ingest import ingest_all
+    from ost.flows.ingest import ingest_all
 
     state = ingest_all(return_state=True)
     assert state.is_completed(), state.message
@@ -65,7 +65,7 @@ def test_ingest_all_flow_stores_every_stream(prefect_server: None, settings_env:
 
 def test_ingest_all_fails_after_all_streams_ran(prefect_server: None, settings_env: Path) -> None:
     """A failing stream fails the run, the others are stored, and the failure counts once."""
-    from flows.ingest import ingest_all
+    from ost.flows.ingest import ingest_all
 
     state = ingest_all(symbols=["NOSUCHUSDT", "BTCUSDT"], intervals=["1h"], return_state=True)
     assert state.is_failed()
@@ -81,7 +81,7 @@ def test_backfill_flow_fills_and_skips_what_is_stored(
     prefect_server: None, settings_env: Path, sim: SimHandle
 ) -> None:
     """backfill: 2 days of 1h stored; a second run asks Binance for no candle."""
-    from flows.backfill import backfill
+    from ost.flows.backfill import backfill
 
     sim.restore()  # backfill --days counts back from the real clock
 
@@ -100,7 +100,7 @@ def test_backfill_flow_fills_and_skips_what_is_stored(
 
 def test_check_gaps_flow_reports_and_repairs(prefect_server: None, settings_env: Path) -> None:
     """check-gaps: an empty store has gaps; repair=True fills them and the run completes."""
-    from flows.gaps import check_gaps
+    from ost.flows.gaps import check_gaps
 
     report_only = check_gaps(interval="1d", days=5, symbols=["BTCUSDT"], return_state=True)
     assert report_only.is_completed()
@@ -114,7 +114,7 @@ def test_check_gaps_flow_reports_and_repairs(prefect_server: None, settings_env:
 
 def test_tasks_run_without_a_server(settings_env: Path) -> None:
     """The task's .fn() is the plain core: it stores a stream with no Prefect server."""
-    from tasks.ingest import ingest_stream_task
+    from ost.tasks.ingest import ingest_stream_task
 
     result = ingest_stream_task.fn("ETHUSDT", "1d")
     assert result["written"] == 2
@@ -135,7 +135,7 @@ def test_backfill_flow_end_is_inclusive_and_a_date_is_the_whole_day(
     prefect_server: None, settings_env: Path
 ) -> None:
     """backfill: end 23:59:00Z holds the 23:59 candle; end "2023-03-24" holds the day's 24 hours."""
-    from flows.backfill import backfill
+    from ost.flows.backfill import backfill
 
     minute = backfill(
         interval="1m",
@@ -166,7 +166,8 @@ def test_check_gaps_flow_repairs_a_whole_day_and_records_the_halt_with_evidence(
     prefect_server: None, settings_env: Path, sim: SimHandle
 ) -> None:
     """check-gaps with a date as start and end: 1440 minutes checked, the halt proven."""
-    from flows.gaps import check_gaps
+    from ost.flows.gaps import check_gaps
+
     from ost.gaps import ExchangeGapLog
 
     state = check_gaps(
@@ -192,7 +193,8 @@ def test_check_gaps_flow_recheck_undoes_a_wrong_record(
 
     The halt's hour 13:00, which Binance has no candle for, is recorded again, with evidence.
     """
-    from flows.gaps import check_gaps
+    from ost.flows.gaps import check_gaps
+
     from ost.gaps import Evidence, ExchangeGapLog, ProvenGap
 
     store = CandleStore(str(settings_env))
@@ -220,7 +222,8 @@ def test_backfill_flow_fails_on_an_incomplete_stream(
     prefect_server: None, settings_env: Path, sim: SimHandle
 ) -> None:
     """Under `200 []` the backfill run fails, saying why; nothing is recorded exchange-side."""
-    from flows.backfill import backfill
+    from ost.flows.backfill import backfill
+
     from ost.gaps import ExchangeGapLog
 
     sim.set_faults("empty")

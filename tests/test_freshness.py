@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from apprise_receiver import Receiver
 from candles import FASTPARQUET_VALUES, make_candles
+from ost.alerts.policy import Kind, LadderConfig
+from ost.alerts.watchdog import run_watchdog
 from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 
-from alerts.policy import Kind, LadderConfig
-from alerts.watchdog import run_watchdog
 from ost.cli import app
 from ost.errors import BadInput
 from ost.ingest import StreamOutcome
@@ -108,7 +108,7 @@ def test_an_unreadable_store_falls_back_to_the_ledgers_record(
     ledger.record_outcome(outcome, TEN + 120 * MIN)
     (part,) = (tmp_path / "klines").rglob("part.parquet")
     part.write_bytes(b"not parquet at all")
-    with caplog.at_level(logging.WARNING, logger="alerts.watchdog"):
+    with caplog.at_level(logging.WARNING, logger="ost.alerts.watchdog"):
         value = scrape(ledger, store, TEN + 130 * MIN).get_sample_value
     assert value("ost_stream_lag_seconds", BTC_15M) == 10 * 60
     assert "Cannot read the newest stored candle of BTCUSDT 15m" in caplog.text

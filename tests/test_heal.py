@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.dataset as pds
 import pytest
 from commands import ost
+from ost.alerts.policy import LadderConfig
 from prometheus_client import generate_latest
 from test_cli_ingest import ost_env
 
-from alerts.policy import LadderConfig
 from ost import intervals
 from ost.backfill import backfill_stream
 from ost.binance import BinanceClient

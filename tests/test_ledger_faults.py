@@ -25,11 +25,11 @@ from typing import Any
 import pytest
 from commands import ost
 from fs_faults import NO_DAC, can, full_tmpfs, immutable, read_only_mount
+from ost.alerts.policy import LadderConfig
 from prometheus_client import generate_latest
 from test_cli_ingest import ost_env
 from test_ingest import NOW, expected, lookback_start
 
-from alerts.policy import LadderConfig
 from ost import klines
 from ost.binance import RequestLog
 from ost.errors import LedgerUnavailable

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from ost.alerts.policy import LadderConfig, Thresholds
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
-from alerts.policy import LadderConfig, Thresholds
 from ost.binance import RequestLog
 from ost.ingest import StreamOutcome
 from ost.ledger import Ledger, ledger_path

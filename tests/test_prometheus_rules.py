@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import typer
 import yaml
+from ost.alerts.policy import LadderConfig
 from prometheus_client import generate_latest
 
-from alerts.policy import LadderConfig
 from ost.cli import app
 from ost.ledger import Ledger
 from ost.metrics import build_registry

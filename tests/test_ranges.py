@@ -189,8 +189,8 @@ def test_help_says_the_end_is_inclusive() -> None:
 @pytest.mark.parametrize("entrypoint", ["backfill", "check_gaps"])
 def test_flow_parameters_keep_a_date_alone_a_date(entrypoint: str) -> None:
     """Prefect's validation gives a date for 2023-03-24 and a time for a time, both typed."""
-    from flows.backfill import backfill
-    from flows.gaps import check_gaps
+    from ost.flows.backfill import backfill
+    from ost.flows.gaps import check_gaps
 
     flow = {"backfill": backfill, "check_gaps": check_gaps}[entrypoint]
     checked = flow.validate_parameters({"start": "2023-03-24T00:00:00Z", "end": "2023-03-24"})
@@ -202,9 +202,8 @@ def test_flow_parameters_keep_a_date_alone_a_date(entrypoint: str) -> None:
 
 def test_check_gaps_has_a_typed_recheck_parameter() -> None:
     """The check-gaps form offers recheck as a boolean, off by default."""
+    from ost.flows.gaps import check_gaps
     from prefect.utilities.callables import parameter_schema
-
-    from flows.gaps import check_gaps
 
     schema = parameter_schema(check_gaps).model_dump()["properties"]
     assert schema["recheck"]["type"] == "boolean"

@@ -174,11 +174,11 @@ def test_prefect_keeps_no_password(
         "OST_MAX_ATTEMPTS": "1",
     }.items():
         monkeypatch.setenv(name, value)
+    from ost.flows.ingest import ingest_all
     from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.ingest import ingest_all
     from ost.runtime import current_runtime
 
     current_runtime.cache_clear()

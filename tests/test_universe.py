@@ -264,8 +264,8 @@ def test_the_ingest_flow_resolves_a_pattern_once_and_ends_a_stopped_stream(
 ) -> None:
     """ingest-all with `SOL*` and a BREAK symbol: Completed, SOL* stored, one exchangeInfo."""
     import stamina
+    from ost.flows.ingest import ingest_all
 
-    from flows.ingest import ingest_all
     from ost.runtime import current_runtime
 
     stopped = next(s for s, status in spot_symbols(sim).items() if status == "BREAK")
