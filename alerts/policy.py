@@ -59,6 +59,7 @@ from ost.intervals import Stream
 from ost.ledger import StreamState
 from ost.settings import DEFAULT_STALE_GRACE
 from ost.timefmt import alert_time, human_duration, report_time
+from ost.universe import known_symbols
 
 if TYPE_CHECKING:
     from ost.settings import Settings
@@ -120,9 +121,16 @@ class LadderConfig:
     def from_settings(
         cls, settings: Settings, cadence: dt.timedelta = DEFAULT_CADENCE
     ) -> LadderConfig:
-        """Every ``OST_SYMBOLS`` x ``OST_INTERVALS`` stream, ``OST_ESCALATION_*``, the grace."""
+        """Every ``OST_SYMBOLS`` x ``OST_INTERVALS`` stream, ``OST_ESCALATION_*``, the grace.
+
+        ``OST_SYMBOLS`` as far as is known without asking Binance
+        (:func:`ost.universe.known_symbols`): patterns from the listing kept, and no symbol that
+        stopped trading, so an ended stream is never stale.
+        """
         return cls(
-            streams=tuple(Stream(s, i) for s in settings.symbols for i in settings.intervals),
+            streams=tuple(
+                Stream(s, i) for s in known_symbols(settings) for i in settings.intervals
+            ),
             thresholds=Thresholds(
                 monitor=settings.escalation_monitor_after,
                 alert=settings.escalation_alert_after,

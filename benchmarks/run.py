@@ -432,7 +432,10 @@ def backfill_stream_ok(
 
 
 MEMORY_CHILD = """
+import sys
 from ost.backfill import backfill_stream
+from ost.binance import BinanceClient
+from ost.store import CandleStore
 url, root, start, end, source = sys.argv[1:6]
 with BinanceClient([url]) as client:
     result = backfill_stream(client, CandleStore(root), "BTCUSDT", "1m", int(start), int(end),

@@ -78,12 +78,14 @@ def streams_and_range_of(
     symbols: list[str] | None,
 ) -> tuple[list[Stream], int, int]:
     """Streams and range from the flow's parameters, as the CLI resolves them."""
+    runtime = current_runtime()
     return streams_and_range(
-        current_runtime().settings,
+        runtime.settings,
         interval=interval,
         symbols=",".join(symbols) if symbols else None,
         days=None if start is not None else days,
         start=flow_time_text(start),
         end=flow_time_text(end),
         now_ms=system_ms(),
+        resolve=runtime.resolve,
     )

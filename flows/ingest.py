@@ -52,18 +52,27 @@ def record_run_failure(
     """
     runtime = current_runtime()
     runtime.ledger.record_run_failure(
-        _streams(flow_run.parameters.get("symbols"), flow_run.parameters.get("intervals")),
+        _streams(
+            flow_run.parameters.get("symbols"), flow_run.parameters.get("intervals"), known=True
+        ),
         reason="crashed" if state.is_crashed() else "run_failed",
         error=state.message,
         started_at=flow_run.start_time,
     )
 
 
-def _streams(symbols: list[str] | None, intervals: list[str] | None) -> list[Stream]:
-    """The streams a run covers: its parameters, or the configured symbols and intervals."""
+def _streams(
+    symbols: list[str] | None, intervals: list[str] | None, *, known: bool = False
+) -> list[Stream]:
+    """The streams a run covers: its parameters, or the configured symbols and intervals.
+
+    ``all`` and patterns are resolved once per run from exchangeInfo's spot symbols
+    (:mod:`ost.universe`); ``known``: only from what the run already knows, asking nothing.
+    """
     runtime = current_runtime()
-    chosen_symbols = parse_symbols(",".join(symbols) if symbols else None, runtime.settings)
+    selection = parse_symbols(",".join(symbols) if symbols else None, runtime.settings)
     chosen_intervals = parse_intervals(",".join(intervals) if intervals else None, runtime.settings)
+    chosen_symbols = runtime.universe.known(selection) if known else runtime.resolve(selection)
     return runtime.streams(chosen_symbols, chosen_intervals)
 
 

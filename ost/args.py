@@ -13,6 +13,7 @@ flows' ``start`` and ``end`` (:data:`FlowTime`) read the same way. Inside, a ran
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator
@@ -21,16 +22,21 @@ from ost import intervals
 from ost.errors import BadInput
 from ost.intervals import Interval, Stream, Symbol
 from ost.settings import Settings, split_commas
+from ost.universe import Selection
 
 
-def parse_symbols(text: str | None, settings: Settings) -> list[Symbol]:
-    """``BTCUSDT,ETHUSDT`` as a parsed list; None means the configured ``OST_SYMBOLS``."""
+def parse_symbols(text: str | None, settings: Settings) -> Selection:
+    """``BTCUSDT,*FDUSD`` or ``all``, checked; None means the configured ``OST_SYMBOLS``.
+
+    Symbols, ``all`` and patterns (:mod:`ost.universe`); a pattern is resolved later, by
+    :meth:`ost.universe.Universe.resolve`.
+    """
     if text is None:
-        return list(settings.symbols)
-    symbols = [intervals.parse_symbol(symbol) for symbol in split_commas(text)]
-    if not symbols:
+        return Selection.of(settings.symbols)
+    selection = Selection.of(split_commas(text))
+    if not selection.items:
         raise BadInput("no symbol given")
-    return list(dict.fromkeys(symbols))
+    return selection
 
 
 def parse_intervals(text: str | None, settings: Settings) -> list[Interval]:
@@ -131,10 +137,15 @@ def streams_and_range(
     start: str | None,
     end: str | None,
     now_ms: int,
+    resolve: Callable[[Selection], Sequence[Symbol]],
 ) -> tuple[list[Stream], int, int]:
-    """The streams and the ``[start, end)`` range that a backfill or a gap check names."""
-    chosen_symbols = parse_symbols(symbols, settings)
+    """The streams and the ``[start, end)`` range that a backfill or a gap check names.
+
+    Everything is checked first; then ``resolve`` makes symbols of the selection (a pattern may
+    ask Binance's exchangeInfo, see :meth:`ost.universe.Universe.resolve`).
+    """
+    selection = parse_symbols(symbols, settings)
     chosen_intervals = parse_intervals(interval, settings)
     start_ms, end_ms = time_range(days, start, end, now_ms)
-    streams = [Stream(symbol, each) for symbol in chosen_symbols for each in chosen_intervals]
+    streams = [Stream(symbol, each) for symbol in resolve(selection) for each in chosen_intervals]
     return streams, start_ms, end_ms

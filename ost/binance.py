@@ -37,7 +37,7 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -78,9 +78,10 @@ from ost.settings import Settings
 
 PAGE_LIMIT: Final = 1000
 KLINES_PATH: Final = "/api/v3/klines"
+EXCHANGE_INFO_PATH: Final = "/api/v3/exchangeInfo"
 WEIGHT: Final[dict[str, int]] = {
     KLINES_PATH: 2,
-    "/api/v3/exchangeInfo": 20,
+    EXCHANGE_INFO_PATH: 20,
     "/api/v3/ping": 1,
     "/api/v3/time": 1,
 }
@@ -534,18 +535,35 @@ class BinanceClient:
             self.log.used_weight = used
             self.pacer.observe(used, sent_at_ms)
 
-    def _learn_rate_limits(self) -> None:
-        """Adopt the REQUEST_WEIGHT limit of exchangeInfo once per client."""
-        if self._limits_known:
-            return
+    def exchange_info(self) -> Any:
+        """The whole ``/api/v3/exchangeInfo`` (weight 20): every symbol, and the rate limits.
+
+        Its REQUEST_WEIGHT limit is adopted by the pacer (:meth:`adopt_rate_limits`).
+        """
         self._limits_known = True
-        body = self._get_json("/api/v3/exchangeInfo", {})
-        for limit in body.get("rateLimits", []) if isinstance(body, dict) else []:
-            kind, unit = limit.get("rateLimitType"), limit.get("interval")
+        body = self._get_json(EXCHANGE_INFO_PATH, {})
+        self.adopt_rate_limits(body.get("rateLimits", []) if isinstance(body, dict) else [])
+        return body
+
+    def adopt_rate_limits(self, limits: Iterable[Any]) -> None:
+        """Pace by the REQUEST_WEIGHT limit among exchangeInfo's ``rateLimits``.
+
+        Then no klines request asks exchangeInfo for it: a run that has the list of symbols
+        kept (:mod:`ost.universe`) passes its limits here.
+        """
+        self._limits_known = True
+        for limit in limits:
+            kind = limit.get("rateLimitType") if isinstance(limit, dict) else None
+            unit = limit.get("interval") if isinstance(limit, dict) else None
             if kind == "REQUEST_WEIGHT" and unit in _WINDOW_MS:
                 window = _WINDOW_MS[limit["interval"]] * int(limit.get("intervalNum", 1))
                 self.pacer.configure(limit=int(limit["limit"]), window_ms=window)
                 return
+
+    def _learn_rate_limits(self) -> None:
+        """Adopt the REQUEST_WEIGHT limit of exchangeInfo once per client."""
+        if not self._limits_known:
+            self.exchange_info()
 
 
 def _json_of(response: httpx.Response, path: str) -> Any:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ost.ledger import Ledger, LedgerHealth
     from ost.runtime import Runtime
     from ost.settings import Settings
+    from ost.universe import Selection, Universe
     from ost.verify import Report
 
 app = typer.Typer(
@@ -34,7 +35,14 @@ app = typer.Typer(
 )
 
 SymbolsOption = Annotated[
-    str | None, typer.Option("--symbols", help="Comma-separated symbols (default OST_SYMBOLS).")
+    str | None,
+    typer.Option(
+        "--symbols",
+        help=(
+            "Comma-separated symbols, 'all' (every spot symbol trading) or patterns like *USDT"
+            " (default OST_SYMBOLS)."
+        ),
+    ),
 ]
 
 
@@ -101,6 +109,20 @@ def _runtime(settings: Settings) -> Runtime:
         return Runtime.from_settings(settings)
 
 
+def _resolve(universe: Universe, selection: Selection, *, fresh: bool = True) -> list[Symbol]:
+    """The symbols of ``selection``; a pattern that matches nothing exits 2, a Binance error 1."""
+    from ost.errors import BadInput, OstError
+
+    with _bad_input_exits_2():
+        try:
+            return universe.resolve(selection, fresh=fresh)
+        except BadInput:
+            raise
+        except OstError as exc:
+            _fail(f"cannot resolve the symbols: {exc}", EXIT_FAILED)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _settings(*, notifying: bool = False) -> Settings:
     """The settings, or one line and exit 2; ``notifying`` also checks the apprise targets."""
     from ost.settings import check_apprise_urls, load_settings
@@ -125,10 +147,11 @@ def ingest(
     from ost.args import parse_intervals, parse_symbols
 
     with _bad_input_exits_2():
-        chosen_symbols = parse_symbols(symbols, settings)
+        selection = parse_symbols(symbols, settings)
         chosen_intervals = parse_intervals(intervals, settings)
 
     runtime = _runtime(settings)
+    chosen_symbols = _resolve(runtime.universe, selection)
     outcomes = runtime.ingest_many(runtime.streams(chosen_symbols, chosen_intervals))
     runtime.close()
     _warn(runtime.clock_warning())
@@ -146,7 +169,8 @@ def _print_outcomes(outcomes: list[StreamOutcome]) -> None:
     for column in ("symbol", "interval", "result", "new candles", "last candle (UTC)", "seconds"):
         table.add_column(column)
     for outcome in outcomes:
-        result = _result_cell("ok" if outcome.ok else "failed", outcome.reason)
+        status = "ended" if outcome.ended else "ok" if outcome.ok else "failed"
+        result = _result_cell(status, outcome.reason)
         table.add_row(
             outcome.symbol,
             outcome.interval,
@@ -163,9 +187,11 @@ def _print_outcomes(outcomes: list[StreamOutcome]) -> None:
 
 
 def _result_cell(status: str, reason: str | None) -> str:
-    """A result as the tables show it: ``ok``, ``incomplete`` or ``failed: REASON``."""
+    """A result as the tables show it: ``ok``, ``ended``, ``incomplete`` or ``failed: REASON``."""
     if status == "ok":
         return "[green]ok[/]"
+    if status == "ended":
+        return "[yellow]ended[/]"
     if status == "incomplete" or reason == "incomplete":
         return "[red]incomplete[/]"
     return f"[red]failed: {reason}[/]"
@@ -204,25 +230,32 @@ EndOption = Annotated[
 
 
 def _request(
-    settings: Settings,
+    runtime: Runtime,
     interval: str,
     symbols: str | None,
     days: float | None,
     start: str | None,
     end: str | None,
+    *,
+    fresh: bool = True,
 ) -> tuple[list[Stream], int, int]:
+    """The streams and range of a backfill or gap check: all checked, then the symbols resolved.
+
+    ``fresh`` False takes the listing of symbols kept whatever its age (see :func:`_resolve`).
+    """
     from ost.args import streams_and_range
     from ost.clock import system_ms
 
     with _bad_input_exits_2():
         return streams_and_range(
-            settings,
+            runtime.settings,
             interval=interval,
             symbols=symbols,
             days=days,
             start=start,
             end=end,
             now_ms=system_ms(),
+            resolve=lambda selection: _resolve(runtime.universe, selection, fresh=fresh),
         )
 
 
@@ -239,13 +272,13 @@ def backfill(
 ) -> None:
     """Fill a range of candles, skipping what is already stored (the backfill flow's work)."""
     settings = _settings()
-    streams, start_ms, end_ms = _request(settings, interval, symbols, days, start, end)
     from ost.backfill import backfill_streams, check_source
     from ost.progress import terminal_progress
 
     with _bad_input_exits_2():
         check_source(source)
     runtime = _runtime(settings)
+    streams, start_ms, end_ms = _request(runtime, interval, symbols, days, start, end)
     with terminal_progress(streams) as progress:
         results = backfill_streams(
             runtime.client,
@@ -337,10 +370,12 @@ def gaps(
     Binance about the recorded ones again.
     """
     settings = _settings()
-    streams, start_ms, end_ms = _request(settings, interval, symbols, days, start, end)
     from ost.progress import terminal_progress
 
     runtime = _runtime(settings)
+    streams, start_ms, end_ms = _request(
+        runtime, interval, symbols, days, start, end, fresh=repair or recheck
+    )
     with terminal_progress(streams, quiet=as_json or not (repair or recheck)) as progress:
         report, status = runtime.check_gaps(
             streams, start_ms, end_ms, repair=repair, recheck=recheck, progress=progress
@@ -574,6 +609,7 @@ def status(
 
     from ost.alerts.watchdog import ladder_status
     from ost.ledger import Ledger
+    from ost.universe import ended_streams
 
     settings = _settings()
     ledger = Ledger.for_settings(settings)
@@ -586,10 +622,14 @@ def status(
     skew = _last_clock_skew(ledger)
     report["clock_skew"] = None if skew is None else skew.as_dict(settings.max_clock_skew)
     report["host_bans"] = _host_bans(ledger)
+    report["ended_streams"] = [
+        ended.as_dict() for ended in ended_streams(settings, ledger.stream_states())
+    ]
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
     _print_status(report)
+    _print_ended(report["ended_streams"])
     _print_clock_skew(skew, settings)
     _print_host_bans(report["host_bans"])
     _print_ledger(health)
@@ -627,6 +667,19 @@ def _print_host_bans(bans: list[dict[str, Any]]) -> None:
         " them before then",
         highlight=False,
     )
+
+
+def _print_ended(ended: list[dict[str, str]]) -> None:
+    """``ost status``'s lines of the streams that ended, one per symbol (none: no line)."""
+    by_symbol: dict[tuple[str, str], list[str]] = {}
+    for stream in ended:
+        by_symbol.setdefault((stream["symbol"], stream["why"]), []).append(stream["interval"])
+    for (symbol, why), intervals in by_symbol.items():
+        _console().print(
+            f"ended: {symbol} {', '.join(intervals)}: no longer trading ({why}); not ingested,"
+            " not alerted on",
+            highlight=False,
+        )
 
 
 def _schedule_state() -> str:

@@ -42,7 +42,10 @@ class StreamOutcome:
     seconds: float
     reason: str | None = None
     error: str | None = None
-    #: The error that failed the stream, for a caller that must raise it.
+    #: Why the stream ended, its symbol no longer trading: its status (``BREAK``) or
+    #: ``delisted`` (see :mod:`ost.universe`); ``ok`` then, and not recorded as a success.
+    ended: str | None = None
+    #: The error that failed the stream, for a caller that must raise it (the flow's task).
     exception: OstError | None = field(default=None, repr=False, compare=False)
 
     @property

@@ -20,6 +20,7 @@ Served by :func:`serve_metrics` (``ost metrics``): ``/metrics`` in the Prometheu
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Final
@@ -92,25 +93,28 @@ class LedgerCollector(Collector):
     def __init__(
         self,
         ledger: Ledger,
-        config: LadderConfig,
+        config: LadderConfig | Callable[[], LadderConfig],
         clock: Callable[[], dt.datetime] = utcnow,
         store: CandleStore | None = None,
     ) -> None:
         self.ledger = ledger
-        self.config = config
+        #: The configured streams and thresholds, or how to read them at each scrape (with
+        #: ``all`` or a pattern in ``OST_SYMBOLS``, the symbols follow the listing kept).
+        self.config_of = config if callable(config) else lambda: config
         self.clock = clock
         #: Where the newest candles are read; None: only the ledger's record of them.
         self.store = store
 
     def collect(self) -> Iterator[Metric]:
         """Every ``ost_*`` family; raises :class:`~ost.errors.StoreError` if the ledger fails."""
+        config = self.config_of()
         snapshot = self.ledger.snapshot()
-        states = observed_states(snapshot.streams, self.store, self.config.streams)
+        states = observed_states(snapshot.streams, self.store, config.streams)
         for name, (metric, documentation, labels) in COUNTERS.items():
             yield _counter(metric, documentation, labels, snapshot.counters.get(name, {}))
         yield from self._stream_gauges(states)
         ladder = LadderState.from_json(snapshot.ladders.get(ledger_names.OVERALL, {}))
-        evaluation = evaluate(self.clock(), self.config, states, ladder)
+        evaluation = evaluate(self.clock(), config, states, ladder)
         yield from self._escalation(evaluation)
         yield from _freshness(evaluation)
         yield _used_weight(snapshot)
@@ -257,7 +261,9 @@ def _freshness(evaluation: Evaluation) -> Iterator[Metric]:
 
 
 def build_registry(
-    ledger: Ledger, config: LadderConfig, store: CandleStore | None = None
+    ledger: Ledger,
+    config: LadderConfig | Callable[[], LadderConfig],
+    store: CandleStore | None = None,
 ) -> CollectorRegistry:
     """A fresh registry holding only the ledger's collector (never the global one)."""
     registry = CollectorRegistry(auto_describe=False)
@@ -266,7 +272,9 @@ def build_registry(
 
 
 def build_app(
-    ledger: Ledger, config: LadderConfig | None = None, store: CandleStore | None = None
+    ledger: Ledger,
+    config: LadderConfig | Callable[[], LadderConfig] | None = None,
+    store: CandleStore | None = None,
 ) -> Starlette:
     """The metrics web app: ``/metrics`` and ``/healthz``, reading ``ledger`` at each request."""
     registry = build_registry(ledger, config or LadderConfig(streams=()), store)
@@ -294,7 +302,8 @@ def serve_metrics(settings: Settings, *, log_level: str = "info") -> None:
     import uvicorn  # noqa: PLC0415  # only the server needs it
 
     ledger = Ledger.for_settings(settings)
-    app = build_app(ledger, LadderConfig.from_settings(settings), CandleStore(settings.data_dir))
+    config = functools.partial(LadderConfig.from_settings, settings)  # read at each scrape
+    app = build_app(ledger, config, CandleStore(settings.data_dir))
     log.info(
         "Serving metrics at http://%s:%d/metrics from the ledger %s",
         settings.metrics_host,

@@ -13,6 +13,7 @@ import functools
 import os
 import stat
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ost.backfill import BackfillResult, Progress, StreamProgress, backfill_stream, repair_gaps
@@ -20,11 +21,12 @@ from ost.binance import BinanceClient
 from ost.clock import ClockReading, earlier_now
 from ost.errors import BadInput
 from ost.gaps import GapReport, gap_report
-from ost.ingest import StreamOutcome, ingest_all, ingest_or_report
+from ost.ingest import StreamOutcome, ingest_or_report
 from ost.intervals import Interval, Stream, Symbol
 from ost.ledger import Bookkeeping, Ledger
 from ost.settings import Settings, load_settings
 from ost.store import CandleStore
+from ost.universe import Selection, Universe, end_stream
 
 
 @dataclass
@@ -36,11 +38,14 @@ class Runtime:
     store: CandleStore
     ledger: Ledger
     bookkeeping: Bookkeeping = field(init=False, repr=False)
+    #: The run's view of Binance's spot symbols: patterns, and symbols that stopped trading.
+    universe: Universe = field(init=False, repr=False)
     _recorded_clock: ClockReading | None = field(default=None, init=False, repr=False)
     _ledger_clock: ClockReading | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.bookkeeping = Bookkeeping(self.ledger)
+        self.universe = Universe.for_settings(self.settings, self.client)
         # The hosts that earlier runs were told not to call yet: this one calls them no more.
         self.client.bans.load(
             self.bookkeeping.read("the hosts banned", lambda ledger: ledger.host_bans(), {})
@@ -61,18 +66,31 @@ class Runtime:
             Ledger.for_settings(settings),
         )
 
+    def resolve(self, selection: Selection | None = None, *, fresh: bool = True) -> list[Symbol]:
+        """The symbols of ``selection`` (default ``OST_SYMBOLS``): patterns from exchangeInfo.
+
+        See :meth:`ost.universe.Universe.resolve`; ``fresh`` False takes the listing kept
+        whatever its age (``ost gaps``, which asks Binance nothing when it can).
+        """
+        chosen = selection or Selection.of(self.settings.symbols)
+        return self.universe.resolve(chosen, fresh=fresh)
+
     def streams(
         self, symbols: Sequence[Symbol] | None = None, intervals: Sequence[Interval] | None = None
     ) -> list[Stream]:
-        """Every (symbol, interval) pair, by default the configured ones."""
+        """Every (symbol, interval) pair, by default the configured ones (resolved)."""
         return [
             Stream(symbol, interval)
-            for symbol in symbols or self.settings.symbols
-            for interval in intervals or self.settings.intervals
+            for symbol in (self.resolve() if symbols is None else symbols)
+            for interval in (self.settings.intervals if intervals is None else intervals)
         ]
 
     def ingest(self, symbol: Symbol, interval: Interval) -> StreamOutcome:
-        """Ingest one stream and record its outcome; a failure comes back in the outcome."""
+        """Ingest one stream and record its outcome; a failure comes back in the outcome.
+
+        A stream whose symbol no longer trades ends (:func:`ost.universe.end_stream`) once it
+        stored what Binance still has: its answers say so (:meth:`Universe.confirm`).
+        """
         outcome = ingest_or_report(
             self.client,
             self.store,
@@ -80,26 +98,40 @@ class Runtime:
             interval,
             lookback_days=self.settings.initial_lookback_days,
         )
+        if (why := self.universe.confirm(outcome)) is not None:
+            outcome = end_stream(outcome, why)
         self.record(outcome)
         return outcome
 
     def ingest_many(self, streams: Sequence[Stream], *, workers: int = 1) -> list[StreamOutcome]:
-        """Ingest streams, ``workers`` at once, recording each outcome; one failing stops none."""
-        return ingest_all(
-            self.client,
-            self.store,
-            streams,
-            lookback_days=self.settings.initial_lookback_days,
-            on_outcome=self.record,
-            workers=workers,
-        )
+        """Ingest streams, ``workers`` at once, each through :meth:`ingest`; one failing stops none.
+
+        The outcomes come back in the order of ``streams``; the client's pacer keeps the threads
+        inside one weight budget.
+        """
+        if workers <= 1 or len(streams) <= 1:
+            return [self.ingest(symbol, interval) for symbol, interval in streams]
+        at_once = min(workers, len(streams))
+        with ThreadPoolExecutor(at_once, thread_name_prefix="ost-ingest") as run:
+            return list(run.map(lambda stream: self.ingest(*stream), streams))
 
     def record(self, outcome: StreamOutcome) -> None:
-        """Leave an ingestion's outcome, and the requests it made, in the ledger."""
-        self.bookkeeping.record(
-            f"the outcome of {outcome.symbol} {outcome.interval}",
-            lambda ledger: ledger.record_outcome(outcome),
-        )
+        """Leave an ingestion's outcome, and the requests it made, in the ledger.
+
+        A stream that ended is no success and no failure: only the candles it wrote count.
+        """
+        if outcome.ended is None:
+            self.bookkeeping.record(
+                f"the outcome of {outcome.symbol} {outcome.interval}",
+                lambda ledger: ledger.record_outcome(outcome),
+            )
+        elif outcome.written:
+            self.bookkeeping.record(
+                f"the candles {outcome.symbol} {outcome.interval} wrote",
+                lambda ledger: ledger.record_written(
+                    outcome.symbol, outcome.interval, outcome.written
+                ),
+            )
         self.record_requests()
         self.record_clock()
         self.record_quarantined()

@@ -20,7 +20,8 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ost.errors import BadInput
-from ost.intervals import Interval, Symbol, parse_interval, parse_symbol
+from ost.intervals import Interval, parse_interval
+from ost.universe import check_symbol_item
 
 DEFAULT_BASE_URLS = (
     "https://api.binance.com,https://api1.binance.com,https://api2.binance.com,"
@@ -124,6 +125,12 @@ DEFAULT_MAX_CLOCK_SKEW: Final = dt.timedelta(seconds=5)
 #: candle's own length: the 15-minute schedule (a candle that closes just after a run waits for
 #: the next one) plus 5 minutes for a worker to pick the run up and finish it (retries included).
 DEFAULT_STALE_GRACE: Final = dt.timedelta(minutes=20)
+#: How long a run trusts the spot symbols kept from exchangeInfo (:mod:`ost.universe`): a
+#: listing or a delisting waits at most this long to change what ``all`` and patterns select
+#: (a symbol that stops trading is noticed at once, by its answers), for 20 weight an hour.
+DEFAULT_EXCHANGE_INFO_TTL: Final = dt.timedelta(hours=1)
+#: The longest ``OST_EXCHANGE_INFO_TTL``: a listing older than a day misses the new symbols.
+MAX_EXCHANGE_INFO_TTL: Final = dt.timedelta(days=1)
 
 
 class Settings(BaseSettings):
@@ -136,9 +143,8 @@ class Settings(BaseSettings):
     binance_base_urls: CommaList = Field(default_factory=lambda: split_commas(DEFAULT_BASE_URLS))
     archive_base_url: str = "https://data.binance.vision"
     data_dir: str = "./data"
-    symbols: Annotated[list[Symbol], NoDecode] = Field(
-        default_factory=lambda: list(map(parse_symbol, ["BTCUSDT", "ETHUSDT"]))
-    )
+    #: Symbols, ``all`` or patterns (:mod:`ost.universe` resolves them into symbols).
+    symbols: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT"])
     intervals: Annotated[list[Interval], NoDecode] = Field(
         default_factory=lambda: list(map(parse_interval, ["15m", "1h", "4h", "1d"]))
     )
@@ -159,6 +165,8 @@ class Settings(BaseSettings):
     max_clock_skew: dt.timedelta = DEFAULT_MAX_CLOCK_SKEW
     #: Added to the contract: a stream is stale once its first missing candle closed this long ago.
     stale_grace: dt.timedelta = DEFAULT_STALE_GRACE
+    #: Added to the contract: how long the spot symbols of exchangeInfo are kept and trusted.
+    exchange_info_ttl: dt.timedelta = DEFAULT_EXCHANGE_INFO_TTL
 
     @field_validator("binance_base_urls", mode="before")
     @classmethod
@@ -187,9 +195,9 @@ class Settings(BaseSettings):
 
     @field_validator("symbols", mode="before")
     @classmethod
-    def _symbols(cls, value: Any) -> list[Symbol]:
-        symbols = [parse_symbol(symbol) for symbol in split_commas(value)]
-        return _listed(symbols, "symbol", "BTCUSDT,ETHUSDT")
+    def _symbols(cls, value: Any) -> list[str]:
+        symbols = [check_symbol_item(item) for item in split_commas(value)]
+        return _listed(symbols, "symbol", "BTCUSDT,ETHUSDT (or all, or a pattern like *USDT)")
 
     @field_validator("intervals", mode="before")
     @classmethod
@@ -218,6 +226,7 @@ class Settings(BaseSettings):
         "escalation_escalate_after",
         "max_clock_skew",
         "stale_grace",
+        "exchange_info_ttl",
         mode="before",
     )
     @classmethod
@@ -236,6 +245,16 @@ class Settings(BaseSettings):
     def _non_negative_grace(cls, value: dt.timedelta) -> dt.timedelta:
         if value < dt.timedelta(0):
             raise ValueError(f"{value.total_seconds():g}s is negative: use a duration like 20m")
+        return value
+
+    @field_validator("exchange_info_ttl")
+    @classmethod
+    def _bounded_ttl(cls, value: dt.timedelta) -> dt.timedelta:
+        if not dt.timedelta(0) <= value <= MAX_EXCHANGE_INFO_TTL:
+            raise ValueError(
+                f"{value.total_seconds():g}s is not between 0 (ask exchangeInfo every run) and"
+                f" {_show(MAX_EXCHANGE_INFO_TTL)}: use a duration like 1h"
+            )
         return value
 
 

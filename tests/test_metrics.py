@@ -172,6 +172,8 @@ def test_registry_holds_only_the_ledger_collector(ledger: Ledger) -> None:
 # ---- across processes -------------------------------------------------------------------------
 
 RECORD_FAILURE = """
+import sys
+from ost.ingest import StreamOutcome
 from ost.ledger import Ledger
 outcome = StreamOutcome("BTCUSDT", "15m", False, 0, None, 1.0, "unavailable", "down")
 Ledger(sys.argv[1]).record_outcome(outcome)

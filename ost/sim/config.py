@@ -1,12 +1,31 @@
-"""The simulator's settings: rate limit, latency, clock and faults, with their defaults."""
+"""The simulator's settings: rate limit, latency, clock, faults and stopped symbols."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Final
 
 from ost.errors import BadInput
 from ost.sim.faults import parse_faults
+from ost.sim.symbols import find_listing
+
+#: What a stopped symbol becomes: Binance's status ``BREAK`` or ``HALT`` (exchangeInfo says so,
+#: and its candles stop), or ``DELISTED`` (gone from exchangeInfo; klines answer -1121).
+STOPPED_STATUSES: Final = ("BREAK", "HALT", "DELISTED")
+
+
+def parse_stopped(spec: str) -> dict[str, str]:
+    """``ETHBTC=BREAK,XRPUSDT=DELISTED`` (a bare symbol: ``BREAK``) as symbol -> status."""
+    stopped: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        symbol, _, status = (piece.strip() for piece in item.partition("="))
+        status = status or "BREAK"
+        if find_listing(symbol) is None:
+            raise BadInput(f"stopped: the simulator does not list {symbol!r}")
+        if status not in STOPPED_STATUSES:
+            raise BadInput(f"stopped: {item!r}: the status is one of {', '.join(STOPPED_STATUSES)}")
+        stopped[symbol] = status
+    return stopped
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,7 +33,9 @@ class SimConfig:
     """How the simulator behaves; every field can also be changed at run time (``/_sim/config``).
 
     ``faults`` is a SPEC string (see :mod:`ost.sim.faults`); ``seed`` fixes the fault draws.
-    ``clock_offset_ms`` is added to the real time to make the server's clock.
+    ``clock_offset_ms`` is added to the real time to make the server's clock. ``stopped`` lists
+    symbols that stop trading when it is set (:func:`parse_stopped`): from that instant their
+    status is the one given and they have no more candles (or, ``DELISTED``, no answer at all).
     """
 
     weight_limit: int = 6000
@@ -25,6 +46,7 @@ class SimConfig:
     seed: int = 0
     ban_after: int = 2
     ban_windows: int = 2
+    stopped: str = ""
 
     def __post_init__(self) -> None:
         if self.weight_limit < 1:
@@ -36,6 +58,7 @@ class SimConfig:
         if self.ban_after < 0 or self.ban_windows < 1:
             raise BadInput("ban_after must be ≥ 0 and ban_windows ≥ 1")
         parse_faults(self.faults)  # a bad SPEC fails here, before the server starts
+        parse_stopped(self.stopped)
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as JSON-ready data."""

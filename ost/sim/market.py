@@ -4,7 +4,8 @@
 returns exactly the rows the simulator's API serves, for every candle opening in
 ``[start_ms, end_ms)`` and at or before ``now_ms`` (the candle containing ``now_ms`` is the open,
 still-changing one). :func:`page` adds the API's paging rules (``startTime``, ``endTime``,
-``limit``), and :func:`exchange_gaps` lists where the exchange itself has no candles.
+``limit``), and :func:`exchange_gaps` lists where the exchange itself has no candles. A symbol
+whose trading stopped (its ``halted_ms``) has candles up to then, as of then, and none after.
 
 Where the candles come from:
 
@@ -57,9 +58,10 @@ def klines(symbol: str, interval: str, start_ms: int, end_ms: int, now_ms: int) 
 
 
 def candles(symbol: str, interval: str, start_ms: int, end_ms: int, now_ms: int) -> Candles:
-    """Like :func:`klines`, as numpy columns."""
+    """Like :func:`klines`, as numpy columns (none after the symbol's trading stopped)."""
     listing = listing_of(symbol)
     timegrid.check(interval)
+    now_ms = listing.market_now(now_ms)
     low = max(start_ms, timegrid.candle_open(interval, listing.listed_ms))
     high = min(end_ms, now_ms + 1)
     if low >= high:
@@ -100,6 +102,7 @@ def page(
         raise BadInput(f"limit {limit} is not between 1 and {MAX_LIMIT}")
     listing = listing_of(symbol)
     timegrid.check(interval)
+    now_ms = listing.market_now(now_ms)
     first = timegrid.candle_open(interval, listing.listed_ms)
     stop = min(now_ms, end_time if end_time is not None else now_ms) + 1
     if start_time is not None:

@@ -2,12 +2,19 @@
 
 Binance's parameter errors answer HTTP 400 with ``{"code": ..., "msg": ...}``: -1100 illegal
 characters (a number that is not digits, a malformed symbol), -1102 a mandatory parameter
-missing, -1120 unknown interval, -1121 unknown symbol (or one not listed yet at server time),
--1130 a limit below 1, -1023 startTime after endTime. A ``limit`` above 1000 is served as 1000.
+missing, -1120 unknown interval, -1121 unknown symbol (or one not listed yet at server time, or
+delisted), -1130 a limit below 1, -1023 startTime after endTime. A ``limit`` above 1000 is served
+as 1000.
+
+exchangeInfo lists every symbol listed by server time (:mod:`ost.sim.symbols`: about 1,560, of
+which 1,500 trade on the spot market now), with its status: ``TRADING``, ``BREAK`` once it stopped
+(its own halt, or ``SimConfig.stopped``), or as ``stopped`` says; a ``DELISTED`` one is not listed
+at all. A symbol's klines (and archive files) stop where its trading stopped.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Final
 
@@ -21,7 +28,7 @@ from ost.errors import BadInput
 from ost.sim import archive, market, timegrid
 from ost.sim.faults import faults_from_json
 from ost.sim.gate import window_words
-from ost.sim.state import SimState
+from ost.sim.state import DELISTED, SimState
 from ost.sim.symbols import LISTINGS, Listing, find_listing
 
 _JSON: Final = "application/json;charset=UTF-8"
@@ -78,16 +85,21 @@ def _optional_int(request: Request, name: str) -> int | None:
     return int(value)
 
 
-def _listed(symbol: str, now_ms: int) -> Listing:
+def _listed(state: SimState, symbol: str, now_ms: int) -> Listing:
     if not _SYMBOL_RE.fullmatch(symbol):
         raise BinanceError(
             -1100,
             "Illegal characters found in parameter 'symbol'; legal range is '^[A-Z0-9-_.]{1,20}$'.",
         )
     listing = find_listing(symbol)
-    if listing is None or listing.listed_ms > now_ms:
+    if listing is None or not _is_listed(state, listing, now_ms):
         raise BinanceError(-1121, "Invalid symbol.")
     return listing
+
+
+def _is_listed(state: SimState, listing: Listing, now_ms: int) -> bool:
+    """Whether ``listing`` is listed at ``now_ms``: listed by then, and not delisted."""
+    return listing.listed_ms <= now_ms and state.status(listing, now_ms) != DELISTED
 
 
 # ---- Binance REST API ---------------------------------------------------------------------------
@@ -108,7 +120,7 @@ async def exchange_info(request: Request) -> Response:
     state = _state(request)
     now = state.now_ms()
     try:
-        wanted = _wanted_symbols(request, now)
+        wanted = _wanted_symbols(state, request, now)
     except BinanceError as error:
         return error.response()
     config = state.config
@@ -134,28 +146,32 @@ async def exchange_info(request: Request) -> Response:
                 },
             ],
             "exchangeFilters": [],
-            "symbols": [_symbol_info(listing) for listing in wanted],
+            "symbols": [_symbol_info(listing, state.status(listing, now)) for listing in wanted],
         }
     )
 
 
-def _wanted_symbols(request: Request, now_ms: int) -> list[Listing]:
+def _wanted_symbols(state: SimState, request: Request, now_ms: int) -> list[Listing]:
     if "symbol" in request.query_params:
-        return [_listed(request.query_params["symbol"], now_ms)]
+        return [_listed(state, request.query_params["symbol"], now_ms)]
     if "symbols" in request.query_params:
         try:
             names = orjson.loads(request.query_params["symbols"])
         except orjson.JSONDecodeError:
             raise BinanceError(-1100, "Illegal characters found in parameter 'symbols'.") from None
-        return [_listed(str(name), now_ms) for name in names]
-    return [listing for listing in LISTINGS.values() if listing.listed_ms <= now_ms]
+        return [_listed(state, str(name), now_ms) for name in names]
+    return [listing for listing in LISTINGS.values() if _is_listed(state, listing, now_ms)]
 
 
-def _symbol_info(listing: Listing) -> dict[str, Any]:
+@functools.lru_cache(maxsize=8192)
+def _symbol_info(listing: Listing, status: str) -> dict[str, Any]:
+    """A symbol's entry of exchangeInfo (built once per symbol and status: never changed)."""
     tick = f"{listing.tick_size:.8f}"
+    margin = listing.quote_asset in ("USDT", "BTC") or not listing.spot
+    permissions = ["SPOT"] * listing.spot + ["MARGIN"] * margin
     return {
         "symbol": listing.symbol,
-        "status": "TRADING",
+        "status": status,
         "baseAsset": listing.base_asset,
         "baseAssetPrecision": 8,
         "quoteAsset": listing.quote_asset,
@@ -164,8 +180,8 @@ def _symbol_info(listing: Listing) -> dict[str, Any]:
         "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
         "icebergAllowed": True,
         "ocoAllowed": True,
-        "isSpotTradingAllowed": True,
-        "isMarginTradingAllowed": False,
+        "isSpotTradingAllowed": listing.spot,
+        "isMarginTradingAllowed": margin,
         "filters": [
             {
                 "filterType": "PRICE_FILTER",
@@ -175,7 +191,7 @@ def _symbol_info(listing: Listing) -> dict[str, Any]:
             },
         ],
         "permissions": [],
-        "permissionSets": [["SPOT"]],
+        "permissionSets": [permissions],
     }
 
 
@@ -192,8 +208,9 @@ async def klines(request: Request) -> Response:
 
 def _klines_page(request: Request, now_ms: int) -> bytes:
     symbol = _mandatory(request, "symbol")
+    _state(request).klines_by_symbol[symbol] += 1
     interval = _mandatory(request, "interval")
-    listing = _listed(symbol, now_ms)
+    listing = _listed(_state(request), symbol, now_ms)
     if interval not in timegrid.INTERVALS:
         raise BinanceError(-1120, "Invalid interval.")
     start = _optional_int(request, "startTime")
@@ -208,7 +225,7 @@ def _klines_page(request: Request, now_ms: int) -> bytes:
     candles = market.page(
         listing.symbol,
         interval,
-        now_ms,
+        _state(request).market_now(listing, now_ms),
         start_time=start,
         end_time=end,
         limit=min(limit, market.MAX_LIMIT),
@@ -225,8 +242,13 @@ async def archive_file(request: Request) -> Response:
     wanted = archive.parse_request(
         params["span"], params["symbol"], params["interval"], params["filename"]
     )
-    if wanted is None or not archive.is_published(wanted, _state(request).now_ms()):
+    state = _state(request)
+    now = state.now_ms()
+    if wanted is None or not archive.is_published(wanted, now):
         return _no_such_key(request.url.path)
+    listing = find_listing(wanted.symbol)
+    if listing is None or wanted.start_ms > state.market_now(listing, now):
+        return _no_such_key(request.url.path)  # no file begins after its trading stopped
     # A monthly zip of small candles takes a while to build: keep the event loop serving.
     data = await run_in_threadpool(archive.zip_bytes, wanted)
     if data is None:
@@ -302,6 +324,7 @@ _CONFIG_FIELDS: Final = {
     "seed": int,
     "ban_after": int,
     "ban_windows": int,
+    "stopped": str,
 }
 
 

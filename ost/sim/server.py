@@ -125,8 +125,12 @@ class SimHandle:
                     counts[status] = counts.get(status, 0) + count
         return counts
 
+    def klines_of(self, symbol: str) -> int:
+        """How many klines requests for ``symbol`` reached the simulator since the last reset."""
+        return int(self.stats()["klines_by_symbol"].get(symbol, 0))
+
     def configure(self, **changes: Any) -> dict[str, Any]:
-        """Change settings: weight_limit, weight_window_s, latency_ms, clock_offset_ms, now_ms..."""
+        """Change settings: weight_limit, weight_window_s, latency_ms, now_ms, stopped..."""
         return cast("dict[str, Any]", _checked(self._admin.post("/_sim/config", json=changes)))
 
     def ping(self) -> None:
