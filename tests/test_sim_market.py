@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import time
 from pathlib import Path
 
 import numpy as np
@@ -196,12 +195,3 @@ def test_unknown_symbols_are_refused():
     """A symbol the simulator does not list raises UnknownSymbol."""
     with pytest.raises(market.UnknownSymbol):
         market.klines("NOPEUSDT", "1m", 0, NOW, NOW)
-
-
-def test_a_page_of_1000_rows_is_fast():
-    """Building and encoding a 1000-row page takes a few milliseconds."""
-    market.page("BTCUSDT", "1m", NOW, limit=1000).json_bytes()
-    started = time.perf_counter()
-    for _ in range(10):
-        market.page("BTCUSDT", "1m", NOW, limit=1000).json_bytes()
-    assert (time.perf_counter() - started) / 10 < 0.05
