@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+import stamina
 from processes import run
 
 from ost.sim import SimHandle
@@ -32,3 +36,22 @@ def ost_env(sim: SimHandle, data_dir: Path, **extra: str) -> dict[str, str]:
         }
     )
     return env
+
+
+@contextmanager
+def in_process_runtime(monkeypatch: pytest.MonkeyPatch, settings: dict[str, str]) -> Iterator[None]:
+    """The flows' runtime built afresh from ``settings`` (OST_* values), closed after the block.
+
+    Retries are stamina's test mode (2 attempts, no backoff).
+    """
+    from ost.runtime import current_runtime
+
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    current_runtime.cache_clear()
+    try:
+        with stamina.set_testing(True, attempts=2, cap=True):
+            yield
+    finally:
+        current_runtime().close()
+        current_runtime.cache_clear()

@@ -7,10 +7,9 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
-import stamina
+from commands import in_process_runtime
 
 from ost import klines
-from ost.runtime import current_runtime
 from ost.sim import SimHandle
 from ost.store import CandleStore
 
@@ -20,20 +19,16 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def settings_env(sim: SimHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """OST_* settings for the simulator at the real time (the local clock's), a fresh runtime."""
-    for name, value in {
+    settings = {
         "OST_BINANCE_BASE_URLS": sim.url,
         "OST_ARCHIVE_BASE_URL": sim.url,
         "OST_DATA_DIR": str(tmp_path),
         "OST_SYMBOLS": "BTCUSDT",
         "OST_INTERVALS": "1m,1h",
         "OST_INITIAL_LOOKBACK_DAYS": "0.1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    current_runtime.cache_clear()
-    with stamina.set_testing(True, attempts=2, cap=True):
+    }
+    with in_process_runtime(monkeypatch, settings):
         yield tmp_path
-    current_runtime().close()
-    current_runtime.cache_clear()
 
 
 def run_log(flow_run_id: UUID) -> list[tuple[int, str]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import stamina
+from commands import in_process_runtime
 from moments import NOW
 from oracle import assert_candles, closed_candles, simulator_candles
 
@@ -25,20 +25,16 @@ pytestmark = pytest.mark.slow
 def settings_env(sim: SimHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """OST_* settings pointing at the simulator and a fresh data dir; a fresh runtime."""
     sim.configure(now_ms=NOW)
-    for name, value in {
+    settings = {
         "OST_BINANCE_BASE_URLS": sim.url,
         "OST_ARCHIVE_BASE_URL": sim.url,
         "OST_DATA_DIR": str(tmp_path),
         "OST_SYMBOLS": "BTCUSDT,ETHUSDT",
         "OST_INTERVALS": "1h,1d",
         "OST_INITIAL_LOOKBACK_DAYS": "2",
-    }.items():
-        monkeypatch.setenv(name, value)
-    current_runtime.cache_clear()
-    with stamina.set_testing(True, attempts=2, cap=True):
+    }
+    with in_process_runtime(monkeypatch, settings):
         yield tmp_path
-    current_runtime().close()
-    current_runtime.cache_clear()
 
 
 def expected(symbol: str, interval: str, stored_first_ms: int, now_ms: int = NOW) -> Any:

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from commands import ost
+from commands import in_process_runtime, ost
 from test_cli_ingest import ost_env
 
 from ost import intervals
@@ -263,24 +263,14 @@ def test_the_ingest_flow_resolves_a_pattern_once_and_ends_a_stopped_stream(
     prefect_server: None, sim: SimHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """ingest-all with `SOL*` and a BREAK symbol: Completed, SOL* stored, one exchangeInfo."""
-    import stamina
-
     from ost.flows.ingest import ingest_all
-    from ost.runtime import current_runtime
 
     stopped = next(s for s, status in spot_symbols(sim).items() if status == "BREAK")
     sim.reset()
     env = env_for(sim, tmp_path, OST_SYMBOLS=f"SOL*,{stopped}")
-    for name, value in env.items():
-        if name.startswith("OST_"):
-            monkeypatch.setenv(name, value)
-    current_runtime.cache_clear()
-    try:
-        with stamina.set_testing(True, attempts=2, cap=True):
-            state = ingest_all(return_state=True)
-    finally:
-        current_runtime().close()
-        current_runtime.cache_clear()
+    settings = {name: value for name, value in env.items() if name.startswith("OST_")}
+    with in_process_runtime(monkeypatch, settings):
+        state = ingest_all(return_state=True)
     assert state.is_completed(), state.message
     assert sim.stats()["requests"]["/api/v3/exchangeInfo"] == {"200": 1}
     assert sim.klines_of(stopped) >= 1
