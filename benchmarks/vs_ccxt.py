@@ -58,7 +58,7 @@ NAMES = {
 
 
 def run_child(name: str, sim: SimHandle, start_ms: int, end_ms: int, out: Path) -> dict[str, float]:
-    """Run one contender in a fresh process; its wall and CPU seconds."""
+    """Run one contender in a fresh process: its wall and CPU seconds, and klines requests."""
     out.mkdir(parents=True)
     sim.reset()  # a fresh budget of request weight, as a run of its own would have
     env = {
@@ -71,7 +71,7 @@ def run_child(name: str, sim: SimHandle, start_ms: int, end_ms: int, out: Path) 
         [*argv, str(end_ms), str(out)], env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL
     )
     timing: dict[str, float] = json.loads((out / "timing.json").read_text())
-    return timing
+    return {**timing, "pages": sim.klines_of("BTCUSDT")}
 
 
 def candles(name: str, out: Path) -> pa.Table:
@@ -105,13 +105,15 @@ def measure(
     )
     wall = {name: statistics.median(t["wall_s"] for t in timings) for name, timings in runs.items()}
     cpu = {name: statistics.median(t["cpu_s"] for t in timings) for name, timings in runs.items()}
+    ost_pages = statistics.median(t["pages"] for t in runs["ost"])
     days = (end_ms - start_ms) // intervals.DAY_MS
     setting = f"sim +{cpu_ms:g} ms CPU/request" if cpu_ms else "sim as is"
     data = "identical" if identical else "NOT identical"
     return [
         Row(
             f"{days} days of 1m, {LATENCY_MS:g} ms latency, {setting}: vs {NAMES[loop]};"
-            f" CPU s ost {cpu['ost']:.1f}, ccxt {cpu[loop]:.1f}; data {data}"
+            f" CPU s ost {cpu['ost']:.1f} ({cpu['ost'] / ost_pages * 1000:.1f} ms/page),"
+            f" ccxt {cpu[loop]:.1f}; data {data}"
             f" ({reference.num_rows:,} candles); load {load_before:.2f}→{load_after:.2f}",
             NAMES[loop],
             wall[loop] * 1000,
