@@ -28,6 +28,7 @@ from unittest import mock
 
 import stamina
 
+from benchmarks.contenders import ccxt_loop
 from ost import intervals, klines
 from ost.binance import BinanceClient
 from ost.ingest import ingest_stream
@@ -243,27 +244,6 @@ def bench_ingest_all_cycle(sim: SimHandle, scratch: Path) -> list[Row]:
     ]
 
 
-def ccxt_loop(sim: SimHandle, start_ms: int, end_ms: int) -> list[list[float]]:
-    """What a ccxt user writes: fetch_ohlcv 1000 at a time, enableRateLimit on, in a loop."""
-    import ccxt  # a dev-only dependency, imported by this case only
-
-    exchange = ccxt.binance({"enableRateLimit": True})
-    for name, url in list(exchange.urls["api"].items()):
-        if isinstance(url, str) and url.startswith("https://api.binance.com/api/v3"):
-            exchange.urls["api"][name] = url.replace("https://api.binance.com", sim.url)
-    exchange.options["fetchMarkets"] = {"types": ["spot"]}
-    rows: list[list[float]] = []
-    since = start_ms
-    while since < end_ms:
-        page = exchange.fetch_ohlcv("BTC/USDT", "1m", since=since, limit=1000)
-        page = [row for row in page if row[0] < end_ms]
-        if not page:
-            break
-        rows += page
-        since = int(page[-1][0]) + intervals.MINUTE_MS
-    return rows
-
-
 def ost_backfill(sim: SimHandle, root: Path, start_ms: int, end_ms: int, source: str) -> None:
     """``ost backfill`` of BTCUSDT 1m over the range, through the core."""
     from ost.backfill import backfill_stream
@@ -298,7 +278,7 @@ def bench_against_ccxt(sim: SimHandle, scratch: Path) -> list[Row]:
     end = intervals.align("1d", NOW) - 3 * intervals.DAY_MS
     start = end - 90 * intervals.DAY_MS
     sim.configure(now_ms=NOW, latency_ms=20)
-    theirs = ccxt_loop(sim, start, end)
+    theirs = ccxt_loop(sim.url, start, end)
     roots: list[Path] = []
 
     def run_ost(source: str) -> None:
@@ -306,7 +286,7 @@ def bench_against_ccxt(sim: SimHandle, scratch: Path) -> list[Row]:
         ost_backfill(sim, roots[-1], start, end, source)
 
     contenders: dict[str, Callable[[], object]] = {
-        "ccxt": lambda: ccxt_loop(sim, start, end),
+        "ccxt": lambda: ccxt_loop(sim.url, start, end),
         "auto": lambda: run_ost("auto"),
         "api": lambda: run_ost("api"),
     }
@@ -486,7 +466,15 @@ def bench_market_cycle(sim: SimHandle, scratch: Path) -> list[Row]:
     return market_cycle(sim, scratch)
 
 
+def bench_vs_ccxt(sim: SimHandle, scratch: Path) -> list[Row]:
+    """A year of 1m: ost against both ccxt loops, each in a process (benchmarks/vs_ccxt.py)."""
+    from benchmarks.vs_ccxt import bench_vs_ccxt as vs_ccxt  # it imports this module
+
+    return vs_ccxt(sim, scratch)
+
+
 CASES: dict[str, Callable[[SimHandle, Path], Row | list[Row]]] = {
+    "vs-ccxt": bench_vs_ccxt,
     "vs-ccxt-90-days": bench_against_ccxt,
     "budget-bound": bench_budget_bound,
     "many-streams": bench_many_streams,

@@ -480,6 +480,9 @@ def sim(
     weight_limit: Annotated[int, typer.Option(help="Request weight per window.")] = 6000,
     weight_window_s: Annotated[float, typer.Option(help="Weight window in seconds.")] = 60,
     latency_ms: Annotated[float, typer.Option(help="Delay added to every answer.")] = 0.0,
+    cpu_per_request_ms: Annotated[
+        float, typer.Option(help="Server CPU burnt on every API and archive request.")
+    ] = 0.0,
 ) -> None:
     """The Binance simulator, for drills, demos and tests."""
     from ost.sim import serve_cli
@@ -491,6 +494,7 @@ def sim(
             weight_limit=weight_limit,
             weight_window_s=int(weight_window_s),
             latency_ms=latency_ms,
+            cpu_per_request_ms=cpu_per_request_ms,
         )
 
 

@@ -36,6 +36,8 @@ class SimConfig:
     ``clock_offset_ms`` is added to the real time to make the server's clock. ``stopped`` lists
     symbols that stop trading when it is set (:func:`parse_stopped`): from that instant their
     status is the one given and they have no more candles (or, ``DELISTED``, no answer at all).
+    ``cpu_per_request_ms`` is server CPU burnt (not slept) on every API and archive request, in
+    the event loop: a slower exchange stand-in, whose requests queue for its one core.
     """
 
     weight_limit: int = 6000
@@ -47,6 +49,7 @@ class SimConfig:
     ban_after: int = 2
     ban_windows: int = 2
     stopped: str = ""
+    cpu_per_request_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if self.weight_limit < 1:
@@ -55,6 +58,8 @@ class SimConfig:
             raise BadInput(f"weight window {self.weight_window_s}s must be at least 1 second")
         if self.latency_ms < 0:
             raise BadInput(f"latency {self.latency_ms} ms must not be negative")
+        if self.cpu_per_request_ms < 0:
+            raise BadInput(f"CPU per request {self.cpu_per_request_ms} ms must not be negative")
         if self.ban_after < 0 or self.ban_windows < 1:
             raise BadInput("ban_after must be ≥ 0 and ban_windows ≥ 1")
         parse_faults(self.faults)  # a bad SPEC fails here, before the server starts

@@ -1,4 +1,4 @@
-"""The outermost ASGI layer: latency, faults, request weight and counters, before any route.
+"""The outermost ASGI layer: latency, CPU, faults, request weight and counters, before any route.
 
 It wraps the Starlette app and sees uvicorn's own ``send``, which lets it drop a connection
 without a response (``reset`` and ``down`` faults) by aborting uvicorn's transport. Only
@@ -8,6 +8,7 @@ without a response (``reset`` and ``down`` faults) by aborting uvicorn's transpo
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
@@ -81,6 +82,8 @@ class Gate:
         key = stats_key(path)
         if state.config.latency_ms:
             await asyncio.sleep(state.config.latency_ms / 1000)
+        if state.config.cpu_per_request_ms:
+            burn_cpu(state.config.cpu_per_request_ms / 1000)
         if state.faults.pick(path, aborting=True) is not None:
             state.record(key, "dropped")
             await drop_connection(send)
@@ -257,6 +260,13 @@ def impossible_rows(body: bytes, mode: str) -> bytes:
     else:
         row[0] += 1
     return orjson.dumps(rows)
+
+
+def burn_cpu(seconds: float) -> None:
+    """Spin until this thread has used ``seconds`` of CPU (the event loop waits, as on one core)."""
+    deadline = time.thread_time() + seconds
+    while time.thread_time() < deadline:
+        pass
 
 
 def stats_key(path: str) -> str:

@@ -325,6 +325,7 @@ _CONFIG_FIELDS: Final = {
     "ban_after": int,
     "ban_windows": int,
     "stopped": str,
+    "cpu_per_request_ms": float,
 }
 
 

@@ -1,6 +1,6 @@
 """Running the simulator: blocking (the ``ost sim`` command) or in a thread (tests).
 
-``serve_cli(port=8900, faults="", weight_limit=6000, weight_window_s=60, latency_ms=0.0)``
+``serve_cli(port=8900, faults="", weight_limit=6000, weight_window_s=60, latency_ms=0.0, ...)``
 serves until Ctrl-C. ``with running_sim(SimConfig(...)) as sim:`` starts it on a free port of
 127.0.0.1 in a thread, waits until it answers, and stops it at the end of the block; ``sim.url``
 is its base URL (for both the API and the archive) and its methods drive the admin API.
@@ -52,7 +52,8 @@ def serve(
     sys.stderr.write(
         f"ost sim: Binance simulator on http://{host}:{port} "
         f"(weight {config.weight_limit}/{config.weight_window_s}s, "
-        f"latency {config.latency_ms:g} ms, faults: {config.faults or 'none'})\n"
+        f"latency {config.latency_ms:g} ms, CPU {config.cpu_per_request_ms:g} ms a request, "
+        f"faults: {config.faults or 'none'})\n"
     )
     server, _ = _uvicorn_server(config, host, port)
     server.run()
@@ -68,6 +69,7 @@ def serve_cli(
     host: str = "127.0.0.1",
     clock_offset_ms: int = 0,
     seed: int = 0,
+    cpu_per_request_ms: float = 0.0,
 ) -> None:
     """``ost sim``: serve with these options until Ctrl-C; a bad option raises BadInput first."""
     config = SimConfig(
@@ -77,6 +79,7 @@ def serve_cli(
         clock_offset_ms=clock_offset_ms,
         faults=faults,
         seed=seed,
+        cpu_per_request_ms=cpu_per_request_ms,
     )
     serve(host=host, port=port, config=config)
 
