@@ -474,7 +474,7 @@ def bench_vs_ccxt(sim: SimHandle, scratch: Path) -> list[Row]:
 
 
 CASES: dict[str, Callable[[SimHandle, Path], Row | list[Row]]] = {
-    "vs-ccxt": bench_vs_ccxt,
+    "vs-ccxt-365-days": bench_vs_ccxt,
     "vs-ccxt-90-days": bench_against_ccxt,
     "budget-bound": bench_budget_bound,
     "many-streams": bench_many_streams,

@@ -1,7 +1,7 @@
 """ost against both ccxt loops: a year of BTCUSDT 1m through the API, 20 ms latency, data checked.
 
     uv run python -m benchmarks.vs_ccxt [--days 365] [--repeats 3] [--slow-cpu-ms 5]
-    uv run python -m benchmarks.run vs-ccxt      # the same case among run.py's
+    uv run python -m benchmarks.run vs-ccxt-365  # the same case among run.py's
 
 Each contender (benchmarks/contenders.py) runs in a child process of its own, with bytecode
 cached as on a user's machine, against the simulator in another process (run.py's
