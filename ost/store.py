@@ -351,45 +351,62 @@ _FOOTER_TAIL: Final = 8
 #: A partition's footer is a few kB; a larger length is not one of the store's files.
 MAX_FOOTER_BYTES: Final = 1 << 20
 _INT64, _DOUBLE = fastparquet.parquet_thrift.Type.INT64, fastparquet.parquet_thrift.Type.DOUBLE
-#: The Parquet physical type of each stored column, in order (times: INT64 timestamps of ms).
+#: The stored columns in order, as the footer names them, with their Parquet physical types
+#: (times: INT64 timestamps of ms, UTC).
 _FOOTER_SCHEMA: Final = tuple(
-    (column, _DOUBLE if column in klines.FLOAT_COLUMNS else _INT64) for column in klines.COLUMNS
+    (column.encode(), _DOUBLE if column in klines.FLOAT_COLUMNS else _INT64)
+    for column in klines.COLUMNS
 )
+_TIME_LEAVES: Final = tuple(klines.COLUMNS.index(column) for column in klines.TIME_COLUMNS)
+_OPEN_TIME: Final = klines.COLUMNS.index("open_time")
+
+
+class _Thrift:
+    """Field ids of parquet.thrift, by which fastparquet's decoded structs are read fast.
+
+    ``struct.get(id)`` costs a twentieth of the attribute (``struct.name``), which goes through
+    a lookup of the name in Python: over thousands of footers, that is most of the time.
+    """
+
+    # FileMetaData
+    SCHEMA, NUM_ROWS, ROW_GROUPS = 2, 3, 4
+    # SchemaElement
+    TYPE, NAME, LOGICAL_TYPE = 1, 4, 10
+    # LogicalType.TIMESTAMP, then TimestampType.isAdjustedToUTC and .unit, TimeUnit.MILLIS
+    TIMESTAMP, ADJUSTED_TO_UTC, UNIT, MILLIS = 8, 1, 2, 1
+    # RowGroup.columns and .num_rows, ColumnChunk.meta_data, ColumnMetaData.statistics
+    COLUMNS, GROUP_ROWS, META_DATA, STATISTICS = 1, 3, 3, 12
+    # Statistics: the deprecated max and min (signed order for INT64), then max_value, min_value
+    MAX, MIN, MAX_VALUE, MIN_VALUE = 1, 2, 5, 6
 
 
 def _extent_of(metadata: Any) -> Extent | None:
     """The :class:`Extent` of decoded file metadata of the store's schema, or None."""
-    leaves = metadata.schema[1:]
-    if tuple((_text(leaf.name), leaf.type) for leaf in leaves) != _FOOTER_SCHEMA or not all(
-        _utc_millis(leaf) for leaf in leaves if _text(leaf.name) in klines.TIME_COLUMNS
-    ):
+    field = _Thrift
+    leaves = metadata.get(field.SCHEMA)[1:]
+    if tuple((leaf.get(field.NAME), leaf.get(field.TYPE)) for leaf in leaves) != _FOOTER_SCHEMA:
         return None
-    column = klines.COLUMNS.index("open_time")
+    for position in _TIME_LEAVES:
+        stamp = (leaves[position].get(field.LOGICAL_TYPE) or {}).get(field.TIMESTAMP)
+        if not stamp or not stamp.get(field.ADJUSTED_TO_UTC):
+            return None
+        if (stamp.get(field.UNIT) or {}).get(field.MILLIS) is None:
+            return None
     lows, highs = [], []
-    for group in metadata.row_groups or []:
-        if not group.num_rows:
+    for group in metadata.get(field.ROW_GROUPS) or []:
+        if not group.get(field.GROUP_ROWS):
             continue
-        stats = group.columns[column].meta_data.statistics
-        low = None if stats is None else (stats.min_value or stats.min)
-        high = None if stats is None else (stats.max_value or stats.max)
+        chunk = group.get(field.COLUMNS)[_OPEN_TIME].get(field.META_DATA)
+        stats = chunk.get(field.STATISTICS) if chunk is not None else None
+        low = None if stats is None else stats.get(field.MIN_VALUE) or stats.get(field.MIN)
+        high = None if stats is None else stats.get(field.MAX_VALUE) or stats.get(field.MAX)
         if low is None or high is None:
             return None
         lows.append(int.from_bytes(low, "little", signed=True))
         highs.append(int.from_bytes(high, "little", signed=True))
     if not lows:
         return None
-    return Extent(int(metadata.num_rows), min(lows), max(highs))
-
-
-def _text(name: str | bytes) -> str:
-    """A name from decoded thrift (bytes, or already text)."""
-    return name.decode() if isinstance(name, bytes) else name
-
-
-def _utc_millis(leaf: Any) -> bool:
-    """Whether a schema leaf is a UTC timestamp of milliseconds (as pandas reads the store's)."""
-    stamp = leaf.logicalType.TIMESTAMP if leaf.logicalType is not None else None
-    return stamp is not None and bool(stamp.isAdjustedToUTC) and stamp.unit.MILLIS is not None
+    return Extent(int(metadata.get(field.NUM_ROWS)), min(lows), max(highs))
 
 
 def write_frame(backend: Backend, path: str, frame: pd.DataFrame) -> None:
