@@ -15,7 +15,7 @@ from oracle import simulator_candles
 
 from ost import intervals
 from ost.args import parse_time
-from ost.errors import PartitionCorrupt
+from ost.errors import InvalidCandle, PartitionCorrupt
 from ost.gaps import Evidence, ExchangeGapLog, ProvenGap, check_gaps, gap_report, stored_runs
 from ost.intervals import Stream
 from ost.sim import exchange_gaps
@@ -175,9 +175,19 @@ def test_footer_path_equals_full_read(stream: tuple[str, list[int], tuple[int, i
         store = CandleStore(root)
         if len(rows):
             store.merge("BTCUSDT", interval, rows)
+            store.merge("BTCUSDT", interval, rows.iloc[len(rows) // 3 :])  # again: no repeats
         fast = stored_runs(store, "BTCUSDT", interval, first, stop)
         full = stored_runs(store, "BTCUSDT", interval, first, stop, footers=False)
     assert fast == full == expected_runs(interval, kept, first, stop)
+
+
+def test_merge_refuses_a_repeated_open_time(tmp_path: Path) -> None:
+    """A frame that repeats an open time is refused whole: a partition's open times stay unique."""
+    store = CandleStore(str(tmp_path))
+    day = simulator_candles("BTCUSDT", "1m", *SPANS["1m"], NOW).iloc[:10]
+    with pytest.raises(InvalidCandle):
+        store.merge("BTCUSDT", "1m", pd.concat([day, day.iloc[3:4]], ignore_index=True))
+    assert store.partitions("BTCUSDT", "1m") == []
 
 
 def test_full_partitions_of_the_store_say_so_in_their_footers(tmp_path: Path) -> None:
