@@ -155,13 +155,15 @@ def stored_runs(
     first: int,
     stop: int,
     *,
-    footers: bool = True,
+    footers: bool = False,
 ) -> list[Range]:
     """The stored candles in ``[first, stop)`` as ranges, from one listing of the stream.
 
-    With ``footers``, a partition whose footer shows it complete (:func:`is_complete`) is not
-    read: its candles are all stored. Only the others are read, one at a time. Without, every
-    partition is read: the same ranges, at the cost of every row (the tests compare the two).
+    Every partition is read, once: a damaged one raises :class:`~ost.errors.PartitionCorrupt`,
+    which a backfill heals. With ``footers`` (the gap check), a partition whose footer shows it
+    complete (:func:`is_complete`) is not read: its candles are all stored. Only the others are
+    read. The ranges are the same (the tests compare the two), unless a file's pages are damaged
+    behind an intact footer, which ``ost verify`` finds.
     """
     runs: list[Range] = []
     for period in store.periods_between(symbol, interval, first, stop):
@@ -201,12 +203,19 @@ def is_complete(interval: Interval, period: dt.date, extent: Extent | None) -> b
 
 
 def missing_ranges(
-    store: CandleStore, symbol: Symbol, interval: Interval, first: int, stop: int
+    store: CandleStore,
+    symbol: Symbol,
+    interval: Interval,
+    first: int,
+    stop: int,
+    *,
+    footers: bool = False,
 ) -> list[Range]:
-    """The open-time ranges in ``[first, stop)`` that the store does not hold."""
+    """The open-time ranges in ``[first, stop)`` that the store does not hold (see stored_runs)."""
     if first >= stop:
         return []
-    return subtract([(first, stop)], stored_runs(store, symbol, interval, first, stop))
+    stored = stored_runs(store, symbol, interval, first, stop, footers=footers)
+    return subtract([(first, stop)], stored)
 
 
 # ---- the record of exchange-side gaps ----------------------------------------------------------
@@ -566,7 +575,7 @@ def check_gaps(  # noqa: PLR0917  # the signature promised to the CLI and the fl
     """The missing and exchange-side ranges of one stream's closed candles in ``[start, end)``."""
     first = first_open_from(interval, start_ms)
     stop = max(first, closed_stop(interval, end_ms, now_ms))
-    absent = missing_ranges(store, symbol, interval, first, stop)
+    absent = missing_ranges(store, symbol, interval, first, stop, footers=True)
     log = ExchangeGapLog.of(store)
     recorded = log.load(symbol, interval)
     unverified = intersect(subtract(absent, recorded), log.unverified(symbol, interval))

@@ -82,8 +82,8 @@ def test_footers_and_full_read_agree_on_every_window(holed: CandleStore) -> None
     bounds = [WINDOW[0], STORED[0], HOLES[1][0], parse_time("2023-03-24T13:00"), WINDOW[1]]
     for first in bounds:
         for stop in bounds:
-            fast = stored_runs(holed, "BTCUSDT", "1m", first, stop)
-            assert fast == stored_runs(holed, "BTCUSDT", "1m", first, stop, footers=False)
+            fast = stored_runs(holed, "BTCUSDT", "1m", first, stop, footers=True)
+            assert fast == stored_runs(holed, "BTCUSDT", "1m", first, stop)
 
 
 def test_a_complete_days_rows_are_not_read(tmp_path: Path) -> None:
@@ -98,7 +98,7 @@ def test_a_complete_days_rows_are_not_read(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     assert check_gaps(store, "BTCUSDT", "1m", *day, NOW).missing == ()
     with pytest.raises(PartitionCorrupt):
-        stored_runs(store, "BTCUSDT", "1m", *day, footers=False)
+        stored_runs(store, "BTCUSDT", "1m", *day)
 
 
 def test_a_partition_without_a_footer_is_read(tmp_path: Path) -> None:
@@ -176,8 +176,8 @@ def test_footer_path_equals_full_read(stream: tuple[str, list[int], tuple[int, i
         if len(rows):
             store.merge("BTCUSDT", interval, rows)
             store.merge("BTCUSDT", interval, rows.iloc[len(rows) // 3 :])  # again: no repeats
-        fast = stored_runs(store, "BTCUSDT", interval, first, stop)
-        full = stored_runs(store, "BTCUSDT", interval, first, stop, footers=False)
+        fast = stored_runs(store, "BTCUSDT", interval, first, stop, footers=True)
+        full = stored_runs(store, "BTCUSDT", interval, first, stop)
     assert fast == full == expected_runs(interval, kept, first, stop)
 
 
@@ -230,4 +230,4 @@ def test_a_file_without_statistics_is_read(tmp_path: Path) -> None:
     Path(path).unlink()
     write_without_statistics(path, frame)
     assert store.partition_extent("BTCUSDT", "1m", intervals.partition_start("1m", day[0])) is None
-    assert stored_runs(store, "BTCUSDT", "1m", *day) == [day]
+    assert stored_runs(store, "BTCUSDT", "1m", *day, footers=True) == [day]
