@@ -473,6 +473,13 @@ def bench_vs_ccxt(sim: SimHandle, scratch: Path) -> list[Row]:
     return vs_ccxt(sim, scratch)
 
 
+def bench_reads(_sim: SimHandle, scratch: Path) -> list[Row]:
+    """Reads of five years of 1m: load_klines, DuckDB, pyarrow, ost gaps (benchmarks/reads.py)."""
+    from benchmarks.reads import bench_reads as reads  # it imports this module
+
+    return reads(scratch)
+
+
 CASES: dict[str, Callable[[SimHandle, Path], Row | list[Row]]] = {
     "vs-ccxt-365-days": bench_vs_ccxt,
     "vs-ccxt-90-days": bench_against_ccxt,
@@ -483,6 +490,7 @@ CASES: dict[str, Callable[[SimHandle, Path], Row | list[Row]]] = {
     "market-cycle-1500": bench_market_cycle,
     "update-vs-history": bench_update_vs_history,
     "read-week-of-5-years": lambda _sim, scratch: bench_read_week(scratch),
+    "reads-5-years": bench_reads,
 }
 
 

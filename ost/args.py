@@ -57,7 +57,11 @@ def parse_time(text: str) -> int:
         raise BadInput(f"invalid time {text!r}: expected ISO-8601 like 2024-12-31T00:00") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
-    return int(moment.timestamp() * 1000)
+    # In integers: a float's timestamp() * 1000 loses the millisecond (…00.015 became …00.014).
+    return (moment - _EPOCH) // dt.timedelta(milliseconds=1)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def is_date_alone(text: str) -> bool:

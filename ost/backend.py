@@ -258,6 +258,12 @@ class LocalBackend(Backend):
         """``path`` itself: every reader opens a local path."""
         return path
 
+    @contextlib.contextmanager
+    def open_input(self, path: str) -> Iterator[IO[bytes]]:
+        """``path`` opened by the OS: fsspec's local file costs more than reading a footer."""
+        with open(path, "rb") as handle:
+            yield handle
+
     def lock_file(self, relative: str) -> str:
         """``relative`` under the root: the lock files sit with the files they guard."""
         return self.path(relative)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from ost.backfill import BackfillResult
     from ost.clock import ClockReading
+    from ost.gaps import GapReport
     from ost.ingest import StreamOutcome
     from ost.intervals import Interval, Stream, Symbol
     from ost.ledger import Ledger, LedgerHealth
@@ -370,6 +371,13 @@ def gaps(
     Binance about the recorded ones again.
     """
     settings = _settings()
+    if not (repair or recheck):
+        from ost.args import parse_symbols
+
+        with _bad_input_exits_2():
+            named = not parse_symbols(symbols, settings).patterns
+        if named:
+            _check_stored(settings, interval, symbols, days, start, end, as_json=as_json)
     from ost.progress import terminal_progress
 
     runtime = _runtime(settings)
@@ -382,17 +390,62 @@ def gaps(
         )
     runtime.close()
     _warn(runtime.clock_warning())
+    _print_gap_report(report, as_json=as_json)
+    raise typer.Exit(status)
+
+
+def _check_stored(
+    settings: Settings,
+    interval: str,
+    symbols: str | None,
+    days: float | None,
+    start: str | None,
+    end: str | None,
+    *,
+    as_json: bool,
+) -> NoReturn:
+    """``ost gaps`` of named symbols, no repair: the store and the ledger alone, no client.
+
+    What :meth:`Runtime.check_gaps` does without a repair (:func:`ost.runtime.stored_gap_report`),
+    without building the client: Binance is not asked, so httpx is not even imported.
+    """
+    from ost.args import streams_and_range
+    from ost.clock import system_ms
+    from ost.intervals import parse_symbol
+    from ost.ledger import Bookkeeping, Ledger
+    from ost.runtime import open_store, stored_gap_report
+
+    with _bad_input_exits_2():
+        store = open_store(settings.data_dir)
+        streams, start_ms, end_ms = streams_and_range(
+            settings,
+            interval=interval,
+            symbols=symbols,
+            days=days,
+            start=start,
+            end=end,
+            now_ms=system_ms(),
+            resolve=lambda selection: [parse_symbol(symbol) for symbol in selection.plain],
+        )
+    bookkeeping = Bookkeeping(Ledger.for_settings(settings))
+    report, reading = stored_gap_report(store, bookkeeping, streams, start_ms, end_ms, system_ms())
+    _warn(None if reading is None else reading.warning(settings.max_clock_skew))
+    _print_gap_report(report, as_json=as_json)
+    raise typer.Exit(report.exit_status())
+
+
+def _print_gap_report(report: GapReport, *, as_json: bool) -> None:
+    """The report on stdout: JSON, Markdown rendered on a terminal, or the Markdown itself."""
     if as_json:
         typer.echo(report.to_json())
-    else:
-        console = _console()
-        if console.is_terminal:
-            from rich.markdown import Markdown
+        return
+    console = _console()
+    if console.is_terminal:
+        from rich.markdown import Markdown
 
-            console.print(Markdown(report.to_markdown()))
-        else:  # a pipe or a file gets the Markdown itself, not a rendering padded to a width
-            typer.echo(report.to_markdown())
-    raise typer.Exit(status)
+        console.print(Markdown(report.to_markdown()))
+    else:  # a pipe or a file gets the Markdown itself, not a rendering padded to a width
+        typer.echo(report.to_markdown())
 
 
 @app.command()

@@ -39,6 +39,7 @@ Exit statuses (``ost gaps``, see CONTRACT.md): 0 nothing missing (exchange-side 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ import numpy as np
 from ost import clock, intervals, klines
 from ost.errors import EXIT_FAILED, EXIT_GAPS, EXIT_OK, OstError, StoreCorrupt
 from ost.intervals import Interval, Stream, Symbol
-from ost.store import GAPS_DIR, CandleStore, stream_path
+from ost.store import GAPS_DIR, CandleStore, Extent, stream_path
 from ost.timefmt import report_time
 
 #: A half-open range ``[start_ms, end_ms)`` of open times; both bounds are open times.
@@ -148,26 +149,73 @@ def runs_of(interval: str, open_ms: np.ndarray) -> list[Range]:
 
 
 def stored_runs(
-    store: CandleStore, symbol: Symbol, interval: Interval, first: int, stop: int
+    store: CandleStore,
+    symbol: Symbol,
+    interval: Interval,
+    first: int,
+    stop: int,
+    *,
+    footers: bool = False,
 ) -> list[Range]:
-    """The stored candles in ``[first, stop)`` as ranges, reading one partition at a time."""
+    """The stored candles in ``[first, stop)`` as ranges, from one listing of the stream.
+
+    Every partition is read, once: a damaged one raises :class:`~ost.errors.PartitionCorrupt`,
+    which a backfill heals. With ``footers`` (the gap check), a partition whose footer shows it
+    complete (:func:`is_complete`) is not read: its candles are all stored. Only the others are
+    read. The ranges are the same (the tests compare the two), unless a file's pages are damaged
+    behind an intact footer, which ``ost verify`` finds.
+    """
     runs: list[Range] = []
-    for period in store.partitions(symbol, interval):
+    for period in store.periods_between(symbol, interval, first, stop):
         low = max(first, intervals.date_ms(period))
         high = min(stop, intervals.partition_end_ms(interval, period))
-        if low < high:
-            frame = store.load_klines(symbol, interval, low, high)
-            runs.extend(runs_of(interval, klines.open_time_ms(frame)))
+        if footers and is_complete(
+            interval, period, store.partition_extent(symbol, interval, period)
+        ):
+            # Every candle of the period is stored: those opening in [low, high) make one run.
+            oldest, newest = first_open_from(interval, low), intervals.align(interval, high - 1)
+            if oldest <= newest:
+                runs.append((oldest, intervals.next_open(interval, newest)))
+            continue
+        frame = store.read_partition(symbol, interval, period)
+        if frame is not None:
+            opens = klines.open_time_ms(frame)
+            runs.extend(runs_of(interval, opens[(opens >= low) & (opens < high)]))
     return merged(runs)
 
 
+def is_complete(interval: Interval, period: dt.date, extent: Extent | None) -> bool:
+    """Whether a partition whose footer states ``extent`` holds every candle of its period.
+
+    The store keeps a partition's open times sorted, unique and aligned to the interval, so
+    as many rows as the period has candles, from its first candle to its last, are all of them.
+    """
+    if extent is None:
+        return False
+    start = first_open_from(interval, intervals.date_ms(period))
+    end = intervals.partition_end_ms(interval, period)
+    return (
+        start < end
+        and extent.rows == intervals.count_between(interval, start, end)
+        and extent.first_open_ms == start
+        and extent.last_open_ms == last_open(interval, (start, end))
+    )
+
+
 def missing_ranges(
-    store: CandleStore, symbol: Symbol, interval: Interval, first: int, stop: int
+    store: CandleStore,
+    symbol: Symbol,
+    interval: Interval,
+    first: int,
+    stop: int,
+    *,
+    footers: bool = False,
 ) -> list[Range]:
-    """The open-time ranges in ``[first, stop)`` that the store does not hold."""
+    """The open-time ranges in ``[first, stop)`` that the store does not hold (see stored_runs)."""
     if first >= stop:
         return []
-    return subtract([(first, stop)], stored_runs(store, symbol, interval, first, stop))
+    stored = stored_runs(store, symbol, interval, first, stop, footers=footers)
+    return subtract([(first, stop)], stored)
 
 
 # ---- the record of exchange-side gaps ----------------------------------------------------------
@@ -527,7 +575,7 @@ def check_gaps(  # noqa: PLR0917  # the signature promised to the CLI and the fl
     """The missing and exchange-side ranges of one stream's closed candles in ``[start, end)``."""
     first = first_open_from(interval, start_ms)
     stop = max(first, closed_stop(interval, end_ms, now_ms))
-    absent = missing_ranges(store, symbol, interval, first, stop)
+    absent = missing_ranges(store, symbol, interval, first, stop, footers=True)
     log = ExchangeGapLog.of(store)
     recorded = log.load(symbol, interval)
     unverified = intersect(subtract(absent, recorded), log.unverified(symbol, interval))

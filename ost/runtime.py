@@ -5,6 +5,10 @@ check does the same work, and leaves the same record, whoever started it. The st
 is checked when it is opened (:func:`open_store`), before any request or write. Every record
 goes through :class:`~ost.ledger.Bookkeeping`: a ledger that cannot take it (locked, corrupt,
 read-only, full) never costs a candle.
+
+The client, the backfill and the ingestion are imported when first used, so that a command that
+asks Binance nothing (``ost gaps`` without ``--repair``: :func:`stored_gap_report`) starts
+without httpx.
 """
 
 from __future__ import annotations
@@ -15,18 +19,21 @@ import stat
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from ost.backfill import BackfillResult, Progress, StreamProgress, backfill_stream, repair_gaps
-from ost.binance import BinanceClient
 from ost.clock import ClockReading, earlier_now
 from ost.errors import BadInput
 from ost.gaps import GapReport, gap_report
-from ost.ingest import StreamOutcome, ingest_or_report
 from ost.intervals import Interval, Stream, Symbol
 from ost.ledger import Bookkeeping, Ledger
 from ost.settings import Settings, load_settings
 from ost.store import CandleStore
 from ost.universe import Selection, Universe, end_stream
+
+if TYPE_CHECKING:
+    from ost.backfill import BackfillResult, Progress, StreamProgress
+    from ost.binance import BinanceClient
+    from ost.ingest import StreamOutcome
 
 
 @dataclass
@@ -58,6 +65,8 @@ class Runtime:
         A data dir that cannot be used raises :class:`~ost.errors.BadInput` (see
         :func:`open_store`), before anything is requested or written.
         """
+        from ost.binance import BinanceClient
+
         store = open_store(settings.data_dir)
         return cls(
             settings,
@@ -91,6 +100,8 @@ class Runtime:
         A stream whose symbol no longer trades ends (:func:`ost.universe.end_stream`) once it
         stored what Binance still has: its answers say so (:meth:`Universe.confirm`).
         """
+        from ost.ingest import ingest_or_report
+
         outcome = ingest_or_report(
             self.client,
             self.store,
@@ -200,6 +211,8 @@ class Runtime:
 
         ``streams_at_once`` streams share ``OST_MAX_CONCURRENCY`` requests in flight.
         """
+        from ost.backfill import backfill_stream
+
         try:
             result = backfill_stream(
                 self.client,
@@ -246,16 +259,12 @@ class Runtime:
         ``repair``), so that Binance is asked about them again.
         """
         if not (repair or recheck):
-            # It asks Binance nothing (it works while Binance is down): the clocks' offset is
-            # the one last recorded, and "now" the earlier of the clocks, as everywhere.
-            reading = self.bookkeeping.read(
-                "the clock skew last measured", lambda ledger: ledger.last_clock_skew(), None
+            report, self._ledger_clock = stored_gap_report(
+                self.store, self.bookkeeping, streams, start_ms, end_ms, self.client.local_ms()
             )
-            self._ledger_clock = reading
-            offset_ms = None if reading is None else reading.offset_ms
-            now = earlier_now(self.client.local_ms(), offset_ms)
-            report = gap_report(self.store, streams, start_ms, end_ms, now)
             return report, report.exit_status()
+        from ost.backfill import repair_gaps
+
         outcome = repair_gaps(
             self.client,
             self.store,
@@ -274,6 +283,27 @@ class Runtime:
     def close(self) -> None:
         """Close the client's connections."""
         self.client.close()
+
+
+def stored_gap_report(  # noqa: PLR0917  # the arguments of Runtime.check_gaps, and the clock
+    store: CandleStore,
+    bookkeeping: Bookkeeping,
+    streams: Sequence[Stream],
+    start_ms: int,
+    end_ms: int,
+    local_ms: int,
+) -> tuple[GapReport, ClockReading | None]:
+    """The gap report of what ``store`` holds, and the clock skew it took from the ledger.
+
+    It asks Binance nothing (it works while Binance is down): the clocks' offset is the one last
+    recorded, and "now" the earlier of the clocks (``local_ms`` the local one), as everywhere.
+    """
+    reading = bookkeeping.read(
+        "the clock skew last measured", lambda ledger: ledger.last_clock_skew(), None
+    )
+    offset_ms = None if reading is None else reading.offset_ms
+    now = earlier_now(local_ms, offset_ms)
+    return gap_report(store, streams, start_ms, end_ms, now), reading
 
 
 def open_store(data_dir: str) -> CandleStore:
