@@ -35,11 +35,12 @@ import orjson
 
 from benchmarks.run import NOW, Row, simulator, table
 from ost import intervals, klines
+from ost.intervals import parse_interval, parse_symbol
 from ost.sim import SimHandle
 from ost.sim.market import candles
 from ost.sim.symbols import GENERATED_SYMBOL
 from ost.stack import free_port, wait_for
-from ost.store import ParquetBackend, partition_path
+from ost.store import CandleStore
 
 INTERVAL = "15m"
 MARKET_STREAMS = 1500
@@ -61,16 +62,15 @@ def market_symbols(count: int) -> list[str]:
 def prefill(root: Path, symbols: list[str], end_ms: int) -> None:
     """Write each symbol's partition of ``end_ms``'s month: its 15m candles before ``end_ms``.
 
-    The rows are the simulator's JSON, parsed as the client parses it, written as the store
-    writes a partition: the stores a previous cycle would have left.
+    The rows are the simulator's JSON, parsed as the client parses it, merged as the store
+    merges a page: the stores a previous cycle would have left.
     """
-    period = intervals.partition_start(INTERVAL, end_ms - 1)
-    start = intervals.date_ms(period)
-    backend = ParquetBackend(str(root))
+    start = intervals.date_ms(intervals.partition_start(INTERVAL, end_ms - 1))
+    store = CandleStore(str(root))
     for symbol in symbols:
         served = orjson.loads(candles(symbol, INTERVAL, start, end_ms, NOW).json_bytes())
         frame = klines.frame_from_columns(klines.parse_columns(served, INTERVAL))
-        backend.write(partition_path(str(root), symbol, INTERVAL, period), frame)
+        store.merge(parse_symbol(symbol), parse_interval(INTERVAL), frame)
 
 
 def cpu_s_where(match: Callable[[list[str]], bool]) -> float:
