@@ -28,6 +28,7 @@ from unittest import mock
 
 import stamina
 
+from benchmarks import cpu_per_page
 from ost import intervals, klines
 from ost.binance import BinanceClient
 from ost.ingest import ingest_stream
@@ -495,6 +496,7 @@ CASES: dict[str, Callable[[SimHandle, Path], Row | list[Row]]] = {
     "market-cycle-1500": bench_market_cycle,
     "update-vs-history": bench_update_vs_history,
     "read-week-of-5-years": lambda _sim, scratch: bench_read_week(scratch),
+    "cpu-per-page": cpu_per_page.bench_cpu_per_page,
 }
 
 
