@@ -45,7 +45,7 @@ import httpx
 import orjson
 import pandas as pd
 
-from ost import klines
+from ost import kline_body, klines
 from ost.clock import (
     ClockReading,
     LocalClock,
@@ -358,7 +358,7 @@ class BinanceClient:
     def _kline_page_once(self, params: dict[str, Any], interval: str) -> KlinePage:
         """One attempt at a klines page (:meth:`kline_page`)."""
         response = self._send(KLINES_PATH, params)
-        columns = klines.parse_columns(_json_of(response, KLINES_PATH), interval)
+        columns = _kline_columns(response, interval)
         return KlinePage(
             columns,
             base_url=url_label(str(response.request.url)),
@@ -576,6 +576,20 @@ def _json_of(response: httpx.Response, path: str) -> Any:
             f"{response.url.host} answered {path} with a body that is not JSON ({kind}, "
             f"{len(response.content)} bytes)"
         ) from None
+
+
+def _kline_columns(response: httpx.Response, interval: str) -> Columns:
+    """A klines answer's candles, parsed strictly and validated, or :class:`InvalidCandle`.
+
+    A body in Binance's canonical form is converted in one step (:mod:`ost.kline_body`); any
+    other goes through JSON and :func:`ost.klines.parse_columns`, which decide what is refused
+    and how it is said.
+    """
+    columns = kline_body.normalized_columns(response.content)
+    if columns is None:
+        return klines.parse_columns(_json_of(response, KLINES_PATH), interval)
+    klines.validate_columns(columns, interval)
+    return columns
 
 
 def _raise_for_4xx(response: httpx.Response, label: str) -> None:

@@ -1,0 +1,109 @@
+"""A klines body in Binance's canonical form, converted in one vectorized step.
+
+``/api/v3/klines`` answers ``[[1794813600000,"132412.28000000",...,"0"],...]``: per row, the
+open time, five decimal strings, the close time, a decimal string, the trade count, two decimal
+strings and the ignored ``"0"``, with no whitespace. Parsing that strictly through JSON and
+Python objects (:func:`ost.klines.parse_columns`) costs more than the request itself; here the
+bytes are checked to have exactly that form, then every number is converted by numpy at once.
+
+:func:`canonical_columns` answers None for any body not in that form (whitespace, escapes, an
+11-field row, a float where Binance sends a string, a string where it sends an integer, a
+number without a decimal point, an exponent...), and the caller parses it strictly instead, so
+what the strict path accepts, refuses, and says stays exactly as it was: this is a shortcut for
+the one form Binance sends, never a second parser with its own rules. What it converts equals
+what the strict path returns (the tests compare both on every row the simulator renders):
+
+- the skeleton (the body without its digits) must be the canonical row's, repeated: so the
+  quotes, commas and brackets are where Binance puts them, integers are unquoted and have no
+  decimal point, decimals are quoted and have exactly one, and nothing else is there;
+- no integer has a leading zero (JSON has none); an empty token or a lone ``.`` fails numpy;
+- numpy's text conversion (``np.fromstring``, correctly rounded like ``float()``) reads every
+  token, and integers are below 2**53, so that their float64 is exact.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Final
+
+import numpy as np
+
+from ost.klines import COLUMNS, FIELDS, FLOAT_COLUMNS, TIME_COLUMNS, Columns, to_milliseconds
+
+#: One canonical row without its digits: integers (fields 0, 6, 8) bare, decimals quoted with
+#: one point, and the ignored field quoted.
+_ROW_SKELETON: Final = b'[,".",".",".",".",".",,".",,".",".",""]'
+_DIGITS: Final = b"0123456789"
+_STRUCTURE: Final = b'[]"'
+#: Integers at or above this may not be exact as float64: such a body goes the strict way.
+_EXACT_INTEGERS: Final = 2**53
+#: The integer fields (open time, close time, trades), and the ASCII codes their checks use.
+_INTEGER_FIELDS: Final = tuple(i for i, name in enumerate(COLUMNS) if name not in FLOAT_COLUMNS)
+_COMMA: Final = ord(",")
+_ZERO: Final = ord("0")
+
+
+def canonical_columns(body: bytes) -> Columns | None:
+    """The raw columns of a canonical klines body (times as sent), or None if it is not one.
+
+    Not validated: the caller normalizes the times and validates, as for the strict path.
+    """
+    skeleton = body.translate(None, _DIGITS)
+    rows = (len(skeleton) - 1) // (len(_ROW_SKELETON) + 1)
+    if rows < 1 or skeleton != _skeleton(rows):
+        return None
+    if _leading_zero(body, rows):
+        return None
+    try:  # an empty token or a lone point fails here, or leaves a token short
+        values = np.fromstring(body.translate(None, _STRUCTURE), dtype=np.float64, sep=",")
+    except ValueError:
+        return None
+    if values.size != rows * len(FIELDS):
+        return None
+    table = values.reshape(rows, len(FIELDS))
+    if not bool((table[:, _INTEGER_FIELDS] < _EXACT_INTEGERS).all()):
+        return None
+    return {
+        name: (
+            table[:, position].astype(np.int64)
+            if position in _INTEGER_FIELDS
+            else np.ascontiguousarray(table[:, position])
+        )
+        for position, name in enumerate(COLUMNS)
+    }
+
+
+def _leading_zero(body: bytes, rows: int) -> bool:
+    """Whether an integer of a body with the canonical skeleton starts with 0 and goes on.
+
+    Its commas are where the skeleton puts them, 12 a row but the last's 11, so each integer
+    starts at a known offset after one: the open time 2 after the comma that ends the row
+    before (``,[``), the close time and trade count 1 after their row's 6th and 8th commas.
+    """
+    raw = np.frombuffer(body, dtype=np.uint8)
+    commas = np.flatnonzero(raw == _COMMA)
+    row_commas = np.arange(rows) * len(FIELDS)
+    starts = np.concatenate(
+        [
+            [2],
+            commas[row_commas[1:] - 1] + 2,
+            commas[row_commas + _INTEGER_FIELDS[1] - 1] + 1,
+            commas[row_commas + _INTEGER_FIELDS[2] - 1] + 1,
+        ]
+    )
+    return bool(((raw[starts] == _ZERO) & (raw[starts + 1] != _COMMA)).any())
+
+
+def normalized_columns(body: bytes) -> Columns | None:
+    """:func:`canonical_columns` with the times as epoch ms (as the strict path returns them)."""
+    columns = canonical_columns(body)
+    if columns is not None:
+        for name in TIME_COLUMNS:
+            columns[name] = to_milliseconds(columns[name])
+    return columns
+
+
+@functools.lru_cache(maxsize=8)
+def _skeleton(rows: int) -> bytes:
+    """The skeleton of a canonical body of ``rows`` rows."""
+    return b"[" + b",".join([_ROW_SKELETON] * rows) + b"]"
