@@ -4,7 +4,7 @@
 open time, five decimal strings, the close time, a decimal string, the trade count, two decimal
 strings and the ignored ``"0"``, with no whitespace. Parsing that strictly through JSON and
 Python objects (:func:`ost.klines.parse_columns`) costs more than the request itself; here the
-bytes are checked to have exactly that form, then every number is converted by numpy at once.
+bytes are checked to have exactly that form, then every number is converted at once.
 
 :func:`canonical_columns` answers None for any body not in that form (whitespace, escapes, an
 11-field row, a float where Binance sends a string, a string where it sends an integer, a
@@ -16,15 +16,16 @@ what the strict path returns (the tests compare both on every row the simulator 
 - the skeleton (the body without its digits) must be the canonical row's, repeated: so the
   quotes, commas and brackets are where Binance puts them, integers are unquoted and have no
   decimal point, decimals are quoted and have exactly one, and nothing else is there;
-- no integer has a leading zero (JSON has none); an empty token or a lone ``.`` fails numpy;
-- numpy's text conversion (``np.fromstring``, correctly rounded like ``float()``) reads every
-  token, and integers are below 2**53, so that their float64 is exact.
+- no integer has a leading zero (JSON has none);
+- Arrow's cast of strings to float64 (fast_float, correctly rounded like ``float()``) reads
+  every token (an empty one or a lone ``.`` fails it), and integers are below 2**53, so that
+  their float64 is exact.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
@@ -54,11 +55,8 @@ def canonical_columns(body: bytes) -> Columns | None:
         return None
     if _leading_zero(body, rows):
         return None
-    try:  # an empty token or a lone point fails here, or leaves a token short
-        values = np.fromstring(body.translate(None, _STRUCTURE), dtype=np.float64, sep=",")
-    except ValueError:
-        return None
-    if values.size != rows * len(FIELDS):
+    values = _numbers(body.translate(None, _STRUCTURE), rows * len(FIELDS))
+    if values is None:
         return None
     table = values.reshape(rows, len(FIELDS))
     if not bool((table[:, _INTEGER_FIELDS] < _EXACT_INTEGERS).all()):
@@ -101,6 +99,39 @@ def normalized_columns(body: bytes) -> Columns | None:
         for name in TIME_COLUMNS:
             columns[name] = to_milliseconds(columns[name])
     return columns
+
+
+def _numbers(flat: bytes, count: int) -> np.ndarray | None:
+    """The ``count`` comma-separated numbers of ``flat`` as float64, or None if one is not one.
+
+    Arrow's string to double cast reads them (fast_float: correctly rounded, as ``float()``);
+    the tokens are laid out as one Arrow string array over the bytes without their commas.
+    """
+    pa, compute = _arrow()
+    commas = np.flatnonzero(np.frombuffer(flat, dtype=np.uint8) == _COMMA)
+    if commas.size != count - 1:
+        return None
+    offsets = np.empty(count + 1, dtype=np.int32)
+    offsets[0] = 0
+    offsets[1:-1] = commas - np.arange(commas.size)  # each token's start, commas taken out
+    offsets[-1] = len(flat) - commas.size
+    tokens = pa.StringArray.from_buffers(
+        count, pa.py_buffer(offsets), pa.py_buffer(flat.translate(None, b","))
+    )
+    try:  # an empty token or a lone point is no number
+        values: np.ndarray = compute.cast(tokens, pa.float64()).to_numpy()
+    except pa.ArrowInvalid:
+        return None
+    return values
+
+
+@functools.cache
+def _arrow() -> tuple[Any, Any]:
+    """The modules ``pyarrow`` and ``pyarrow.compute``, imported at the first body (60 ms)."""
+    import pyarrow as pa  # noqa: PLC0415  # see the docstring
+    from pyarrow import compute  # noqa: PLC0415  # as above
+
+    return pa, compute
 
 
 @functools.lru_cache(maxsize=8)
