@@ -53,43 +53,17 @@ def canonical_columns(body: bytes) -> Columns | None:
     rows = (len(skeleton) - 1) // (len(_ROW_SKELETON) + 1)
     if rows < 1 or skeleton != _skeleton(rows):
         return None
-    if _leading_zero(body, rows):
-        return None
-    values = _numbers(body.translate(None, _STRUCTURE), rows * len(FIELDS))
-    if values is None:
-        return None
-    table = values.reshape(rows, len(FIELDS))
-    if not bool((table[:, _INTEGER_FIELDS] < _EXACT_INTEGERS).all()):
+    values = _numbers(body.translate(None, _STRUCTURE), rows)
+    if values is None or not bool((values[:, _INTEGER_FIELDS] < _EXACT_INTEGERS).all()):
         return None
     return {
         name: (
-            table[:, position].astype(np.int64)
+            values[:, position].astype(np.int64)
             if position in _INTEGER_FIELDS
-            else np.ascontiguousarray(table[:, position])
+            else np.ascontiguousarray(values[:, position])
         )
         for position, name in enumerate(COLUMNS)
     }
-
-
-def _leading_zero(body: bytes, rows: int) -> bool:
-    """Whether an integer of a body with the canonical skeleton starts with 0 and goes on.
-
-    Its commas are where the skeleton puts them, 12 a row but the last's 11, so each integer
-    starts at a known offset after one: the open time 2 after the comma that ends the row
-    before (``,[``), the close time and trade count 1 after their row's 6th and 8th commas.
-    """
-    raw = np.frombuffer(body, dtype=np.uint8)
-    commas = np.flatnonzero(raw == _COMMA)
-    row_commas = np.arange(rows) * len(FIELDS)
-    starts = np.concatenate(
-        [
-            [2],
-            commas[row_commas[1:] - 1] + 2,
-            commas[row_commas + _INTEGER_FIELDS[1] - 1] + 1,
-            commas[row_commas + _INTEGER_FIELDS[2] - 1] + 1,
-        ]
-    )
-    return bool(((raw[starts] == _ZERO) & (raw[starts + 1] != _COMMA)).any())
 
 
 def normalized_columns(body: bytes) -> Columns | None:
@@ -101,28 +75,35 @@ def normalized_columns(body: bytes) -> Columns | None:
     return columns
 
 
-def _numbers(flat: bytes, count: int) -> np.ndarray | None:
-    """The ``count`` comma-separated numbers of ``flat`` as float64, or None if one is not one.
+def _numbers(flat: bytes, rows: int) -> np.ndarray | None:
+    """The numbers of ``flat``, a canonical body without brackets and quotes, row by row.
 
-    Arrow's string to double cast reads them (fast_float: correctly rounded, as ``float()``);
-    the tokens are laid out as one Arrow string array over the bytes without their commas.
+    None if an integer has a leading zero (JSON allows none), or a token is no number (an
+    empty one, a lone point). The tokens are laid out as one Arrow string array over the bytes
+    without their commas, and Arrow's cast of strings to float64 reads them (fast_float:
+    correctly rounded, as ``float()``).
     """
-    pa, compute = _arrow()
+    count = rows * len(FIELDS)
     commas = np.flatnonzero(np.frombuffer(flat, dtype=np.uint8) == _COMMA)
-    if commas.size != count - 1:
+    if commas.size != count - 1 or len(flat) == commas.size:
         return None
     offsets = np.empty(count + 1, dtype=np.int32)
     offsets[0] = 0
     offsets[1:-1] = commas - np.arange(commas.size)  # each token's start, commas taken out
     offsets[-1] = len(flat) - commas.size
-    tokens = pa.StringArray.from_buffers(
-        count, pa.py_buffer(offsets), pa.py_buffer(flat.translate(None, b","))
-    )
-    try:  # an empty token or a lone point is no number
+    digits = flat.translate(None, b",")
+    starts = offsets[:-1].reshape(rows, len(FIELDS))[:, _INTEGER_FIELDS]
+    lengths = np.diff(offsets).reshape(rows, len(FIELDS))[:, _INTEGER_FIELDS]
+    first = np.frombuffer(digits, dtype=np.uint8)[np.minimum(starts, len(digits) - 1)]
+    if bool(((lengths > 1) & (first == _ZERO)).any()):
+        return None
+    pa, compute = _arrow()
+    tokens = pa.StringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(digits))
+    try:
         values: np.ndarray = compute.cast(tokens, pa.float64()).to_numpy()
     except pa.ArrowInvalid:
         return None
-    return values
+    return values.reshape(rows, len(FIELDS))
 
 
 @functools.cache
