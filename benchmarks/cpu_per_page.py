@@ -31,7 +31,7 @@ from ost.sim import SimHandle
 BASELINE_COMMIT: Final = "43ff878"
 DAYS: Final = 365
 LATENCY_MS: Final = 20
-REPEATS: Final = 3
+REPEATS: Final = 5
 GOAL_MS: Final = 4.0
 REPO: Final = Path(__file__).resolve().parent.parent
 
