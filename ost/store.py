@@ -841,20 +841,6 @@ def _same_candles(left: klines.Columns, right: klines.Columns) -> bool:
     return all(np.array_equal(left[name], right[name]) for name in klines.COLUMNS)
 
 
-def _split_columns(
-    interval: str, columns: klines.Columns
-) -> Iterator[tuple[dt.date, klines.Columns]]:
-    """Sorted ``columns`` cut into (partition start, the candles of that partition)."""
-    open_ms = columns["open_time"]
-    begin = 0
-    while begin < len(open_ms):
-        period = intervals.partition_start(interval, int(open_ms[begin]))
-        end_ms = intervals.partition_end_ms(interval, period)
-        end = int(np.searchsorted(open_ms, end_ms, side="left"))
-        yield period, klines.take(columns, slice(begin, end))
-        begin = end
-
-
 _DTYPES: Final = tuple(klines.DTYPES[column] for column in klines.COLUMNS)
 _COLUMN_DTYPES: Final = tuple(klines.COLUMN_DTYPES[column] for column in klines.COLUMNS)
 #: A missing timestamp (NaT) as epoch integers.
@@ -912,13 +898,26 @@ def split_by_partition(
     interval: str, frame: pd.DataFrame
 ) -> Iterator[tuple[dt.date, pd.DataFrame]]:
     """The sorted ``frame`` cut into (partition start, rows of that partition)."""
-    open_ms = klines.open_time_ms(frame)
+    for period, rows in _partition_slices(interval, klines.open_time_ms(frame)):
+        yield period, frame.iloc[rows]
+
+
+def _split_columns(
+    interval: str, columns: klines.Columns
+) -> Iterator[tuple[dt.date, klines.Columns]]:
+    """Sorted ``columns`` cut into (partition start, the candles of that partition)."""
+    for period, rows in _partition_slices(interval, columns["open_time"]):
+        yield period, klines.take(columns, rows)
+
+
+def _partition_slices(interval: str, open_ms: np.ndarray) -> Iterator[tuple[dt.date, slice]]:
+    """The sorted open times ``open_ms`` cut into (partition start, its slice of them)."""
     begin = 0
     while begin < len(open_ms):
         period = intervals.partition_start(interval, int(open_ms[begin]))
         end_ms = intervals.partition_end_ms(interval, period)
         end = int(np.searchsorted(open_ms, end_ms, side="left"))
-        yield period, frame.iloc[begin:end]
+        yield period, slice(begin, end)
         begin = end
 
 
