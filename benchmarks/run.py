@@ -28,6 +28,7 @@ from unittest import mock
 
 import stamina
 
+from benchmarks import cpu_per_page
 from benchmarks.contenders import ccxt_loop
 from ost import intervals, klines
 from ost.binance import BinanceClient
@@ -491,6 +492,7 @@ CASES: dict[str, Callable[[SimHandle, Path], Row | list[Row]]] = {
     "update-vs-history": bench_update_vs_history,
     "read-week-of-5-years": lambda _sim, scratch: bench_read_week(scratch),
     "reads-5-years": bench_reads,
+    "cpu-per-page": cpu_per_page.bench_cpu_per_page,
 }
 
 

@@ -65,6 +65,8 @@ LOCKS_DIR: Final = "locks"
 REMOTE_LOCKS_DIR: Final = "ost-locks"
 #: How much of a lock holder's command line a message quotes.
 HOLDER_CHARS: Final = 120
+#: The bytes of a lock file's PID line: any 32-bit PID, space-padded, and a newline.
+PID_WIDTH: Final = 11
 
 
 def open_backend(root: str) -> Backend:
@@ -270,8 +272,8 @@ class LocalBackend(Backend):
 
     def _replace(self, path: str, write_temp: Callable[[str], None]) -> None:
         directory = os.path.dirname(path)
-        _make_dirs_durably(directory)
-        _remove_stale_temps(directory)
+        if not _make_dirs_durably(directory):  # a directory just made holds no stale temp
+            _remove_stale_temps(directory)
         fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=directory)
         os.close(fd)
         try:
@@ -323,15 +325,22 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def _make_dirs_durably(directory: str) -> None:
-    """Create ``directory`` and its missing parents, fsyncing each parent that gains an entry."""
+def _make_dirs_durably(directory: str) -> bool:
+    """Create ``directory`` and its missing parents, fsyncing each parent that gains an entry.
+
+    Whether this call created ``directory`` (False: it was there, or another writer made it).
+    """
     if os.path.isdir(directory):
-        return
+        return False
     parent = os.path.dirname(directory)
     _make_dirs_durably(parent)
-    with contextlib.suppress(FileExistsError):
+    try:
         os.mkdir(directory)
-    _fsync_dir(parent)
+    except FileExistsError:
+        return False
+    finally:
+        _fsync_dir(parent)
+    return True
 
 
 def _remove_stale_temps(directory: str) -> None:
@@ -394,9 +403,14 @@ def _locked(error: type[Locked], lock_file: str, what: str, timeout: float) -> L
 
 
 def _write_pid(fd: int) -> None:
-    """Write this process's PID into the lock file it now holds (filelock's ``on_acquired``)."""
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    """Write this process's PID into the lock file it now holds (filelock's ``on_acquired``).
+
+    Always ``PID_WIDTH`` bytes, so the file keeps its size and needs no truncation (a journaled
+    change of the file's size at every lock) once it has held one.
+    """
+    os.pwrite(fd, f"{os.getpid():<{PID_WIDTH - 1}}\n".encode(), 0)
+    if os.fstat(fd).st_size > PID_WIDTH:  # written otherwise before: cut what follows
+        os.ftruncate(fd, PID_WIDTH)
 
 
 def _lock_holder(lock_file: str) -> str:

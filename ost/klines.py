@@ -262,10 +262,3 @@ def open_time_ms(frame: pd.DataFrame) -> np.ndarray:
 def close_time_ms(frame: pd.DataFrame) -> np.ndarray:
     """The close times of ``frame`` as epoch milliseconds."""
     return _epoch_ms(frame["close_time"])
-
-
-def rows_equal(left: pd.DataFrame, right: pd.DataFrame) -> bool:
-    """Whether two frames hold the same candles, column for column."""
-    return left.reset_index(drop=True)[list(COLUMNS)].equals(
-        right.reset_index(drop=True)[list(COLUMNS)]
-    )

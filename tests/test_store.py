@@ -30,10 +30,17 @@ from ost.store import (
     CandleStore,
     load_klines,
     partition_path,
-    read_frame,
+    read_footer,
 )
 
 pytestmark = pytest.mark.filterwarnings(FASTPARQUET_VALUES)
+#: DuckDB's SQL types of the contract's dtypes (docs/CONTRACT.md).
+DUCKDB_TYPES = {
+    klines.TIME_DTYPE: "TIMESTAMP WITH TIME ZONE",
+    "float64": "DOUBLE",
+    "int64": "BIGINT",
+}
+TIME_COLUMNS = klines.TIME_COLUMNS
 SYMBOL = "BTCUSDT"
 MINUTE = 60_000
 #: 22:00 UTC on 2024-02-28: 1m series from here cross day (and leap-day) boundaries soon.
@@ -553,20 +560,35 @@ def test_file_url_root_is_the_same_store_as_its_path(tmp_path: Path) -> None:
     assert (tmp_path / "locks").is_dir()
 
 
-def test_partition_files_are_the_bytes_fastparquet_write_makes(store: CandleStore, tmp_path: Path):
-    """The store's template-metadata writer makes exactly the file ``fastparquet.write`` would."""
-    store.merge(SYMBOL, "1m", make_candles("1m", T0, 180))  # across midnight: two files
+def test_partition_files_read_the_same_in_fastparquet_pyarrow_and_duckdb(
+    store: CandleStore, tmp_path: Path
+):
+    """Each partition file: contract types, ZSTD, time statistics, the same values in 3 readers."""
+    candles = make_candles("1m", T0, 180)  # across midnight: two files
+    store.merge(SYMBOL, "1m", candles)
     written = sorted((tmp_path / "klines").rglob("part.parquet"))
     assert len(written) == 2
-    for path in written:
-        stored = read_frame(store.backend, str(path))
-        assert stored is not None
-        reference = tmp_path / "reference.parquet"
-        fastparquet.write(
-            str(reference),
-            stored,
-            write_index=False,
-            stats=list(STATISTICS_COLUMNS),
-            compression=COMPRESSION,
+    day_two = intervals.date_ms(dt.date(2024, 2, 29))
+    for path, want in zip(written, (candles[:120], candles[120:]), strict=True):
+        assert_candles(fastparquet.ParquetFile(str(path)).to_pandas(), want, "fastparquet")
+        assert_candles(pq.read_table(path).to_pandas(), want, "pyarrow")
+        relation = duckdb.read_parquet(str(path), hive_partitioning=False)
+        assert dict(zip(relation.columns, map(str, relation.types), strict=True)) == {
+            column: DUCKDB_TYPES[dtype] for column, dtype in klines.DTYPES.items()
+        }
+        in_duckdb = relation.to_arrow_table().to_pandas()
+        in_duckdb = in_duckdb.astype(dict.fromkeys(TIME_COLUMNS, klines.TIME_DTYPE))
+        assert_candles(in_duckdb, want, "duckdb")  # its µs timestamps, as ms: equal values
+        footer = read_footer(store.backend, str(path))
+        assert footer is not None
+        for column in STATISTICS_COLUMNS:
+            assert footer.min(column) == want[column].iloc[0].to_datetime64()
+            assert footer.max(column) == want[column].iloc[-1].to_datetime64()
+        metadata = pq.ParquetFile(path).metadata
+        assert str(pq.read_schema(path).field("open_time").type) == "timestamp[ms, tz=UTC]"
+        chunks = [metadata.row_group(0).column(i) for i in range(metadata.num_columns)]
+        assert {chunk.compression for chunk in chunks} == {COMPRESSION}
+        assert {chunk.path_in_schema for chunk in chunks if chunk.is_stats_set} >= set(
+            STATISTICS_COLUMNS
         )
-        assert path.read_bytes() == reference.read_bytes()
+    assert int(klines.open_time_ms(candles[120:])[0]) == day_two  # the second file's first row

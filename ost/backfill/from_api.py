@@ -44,10 +44,10 @@ def fill_from_api(
             tally.result.api_pages += 1
             _take_findings(page, tally, gap_log)
             for complete in partitions.add(page.columns):
-                tally.count_api_writes(writer.submit(complete))
+                tally.count_api_writes(writer.submit_columns(complete))
             tally.report(candle_count(tally.interval, [page.settled]))
         for rest in partitions.flush():
-            tally.count_api_writes(writer.submit(rest))
+            tally.count_api_writes(writer.submit_columns(rest))
         tally.count_api_writes(writer.drain())
 
 

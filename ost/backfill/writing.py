@@ -46,6 +46,10 @@ class PartitionWriter:
         """Start merging ``rows``; the new candles of the merges that finished meanwhile."""
         return sum(self.merges.submit(self.store.merge, self.symbol, self.interval, rows))
 
+    def submit_columns(self, rows: klines.Columns) -> int:
+        """:meth:`submit` of numpy columns (:meth:`CandleStore.merge_columns`: no frame)."""
+        return sum(self.merges.submit(self.store.merge_columns, self.symbol, self.interval, rows))
+
     def drain(self) -> int:
         """Wait for every merge; the new candles they stored."""
         return sum(self.merges.drain())
@@ -54,15 +58,15 @@ class PartitionWriter:
 class PartitionBuffer:
     """Pages in time order, handed back a whole partition at a time (one write each).
 
-    Pages are held as numpy columns; a frame is built once per partition, when it is handed
-    back.
+    Pages are held, and partitions handed back, as numpy columns: no frame is built on the
+    way to the file (:meth:`CandleStore.merge_columns`).
     """
 
     def __init__(self, interval: str) -> None:
         self.interval = interval
         self.pages: list[klines.Columns] = []
 
-    def add(self, page: klines.Columns) -> list[pd.DataFrame]:
+    def add(self, page: klines.Columns) -> list[klines.Columns]:
         """Keep ``page``; return the rows of the partitions it shows to be complete."""
         opens = page["open_time"]
         if not len(opens):
@@ -72,23 +76,18 @@ class PartitionBuffer:
         if opens[0] >= boundary:  # the page opens the newest partition, or stays inside it
             done = self.pages if self.pages and self._held_before(boundary) else []
             self.pages = [*([] if done else self.pages), page]
-            return [_frame(done)] if done else []
+            return [klines.concat(done)] if done else []
         cut = int(np.searchsorted(opens, boundary))
         done = [*self.pages, klines.take(page, slice(None, cut))]
         self.pages = [klines.take(page, slice(cut, None))]
-        return [_frame(done)]
+        return [klines.concat(done)]
 
     def _held_before(self, boundary: int) -> bool:
         """Whether the rows held all open before ``boundary`` (they are in time order)."""
         return int(self.pages[-1]["open_time"][-1]) < boundary
 
-    def flush(self) -> list[pd.DataFrame]:
+    def flush(self) -> list[klines.Columns]:
         """Everything still held."""
         held = [page for page in self.pages if len(page["open_time"])]
         self.pages = []
-        return [_frame(held)] if held else []
-
-
-def _frame(pages: list[klines.Columns]) -> pd.DataFrame:
-    """One stored-schema frame of consecutive pages."""
-    return klines.frame_from_columns(klines.concat(pages))
+        return [klines.concat(held)] if held else []
