@@ -425,7 +425,7 @@ def _parse(backend: Backend, path: str, use: Callable[[Any], Any]) -> Any:
     """
     try:
         with backend.open_input(path) as handle:
-            return use(fastparquet.ParquetFile(handle))
+            return use(fastparquet.ParquetFile(handle, verify=True))  # PAR1 at both ends
     except FileNotFoundError:
         return None
     except PermissionError as exc:
