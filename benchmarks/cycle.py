@@ -35,7 +35,7 @@ import orjson
 
 from benchmarks.run import NOW, Row, simulator, table
 from ost import intervals, klines
-from ost.intervals import parse_interval, parse_symbol
+from ost.intervals import parse_interval, parse_stream, parse_symbol
 from ost.sim import SimHandle
 from ost.sim.market import candles
 from ost.sim.symbols import GENERATED_SYMBOL
@@ -312,7 +312,7 @@ def check_stored(root: Path, symbols: list[str], cycle_at: int) -> None:
 
     store = CandleStore(str(root))
     last = cycle_at - intervals.FIXED_INTERVAL_MS[INTERVAL]
-    wrong = [s for s in symbols if store.last_open_time(s, INTERVAL) != last]
+    wrong = [s for s in symbols if store.last_open_time(*parse_stream(s, INTERVAL)) != last]
     assert not wrong, wrong[:5]
 
 

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 from unittest import mock
 
 import stamina
@@ -33,6 +34,7 @@ from benchmarks.contenders import ccxt_loop
 from ost import intervals, klines
 from ost.binance import BinanceClient
 from ost.ingest import ingest_stream
+from ost.intervals import Interval, Symbol, parse_interval, parse_stream, parse_symbol
 from ost.sim import SimHandle
 from ost.sim import klines as sim_klines
 from ost.stack import free_port, wait_for
@@ -40,6 +42,8 @@ from ost.store import CandleStore
 
 NOW = int(dt.datetime(2026, 11, 20, 10, 0, 30, tzinfo=dt.UTC).timestamp() * 1000)
 MONTH_MS = 30 * intervals.DAY_MS
+BTCUSDT: Final = parse_symbol("BTCUSDT")
+ONE_MINUTE: Final = parse_interval("1m")
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,9 @@ def median_of(repeats: int, action: Callable[[], object]) -> float:
     return statistics.median(times)
 
 
-def fill(store: CandleStore, symbol: str, interval: str, start_ms: int, end_ms: int) -> None:
+def fill(
+    store: CandleStore, symbol: Symbol, interval: Interval, start_ms: int, end_ms: int
+) -> None:
     """Store the simulator's candles of ``[start_ms, end_ms)``, a month per merge."""
     for chunk in range(start_ms, end_ms, MONTH_MS):
         rows = sim_klines(symbol, interval, chunk, min(chunk + MONTH_MS, end_ms), NOW)
@@ -87,7 +93,7 @@ def fill(store: CandleStore, symbol: str, interval: str, start_ms: int, end_ms: 
 
 def bench_update_vs_history(sim: SimHandle, scratch: Path) -> Row:
     """A 15-minute update (15 new 1m candles over HTTP) into 2 years of history vs 1 day."""
-    symbol, interval, repeats = "BTCUSDT", "1m", 15
+    symbol, interval, repeats = BTCUSDT, ONE_MINUTE, 15
     cutoff = intervals.align(interval, NOW) - 15 * repeats * intervals.MINUTE_MS
     stores = {}
     for name, days in (("1 day", 1), ("2 years", 730)):
@@ -122,7 +128,7 @@ def bench_update_vs_history(sim: SimHandle, scratch: Path) -> Row:
 
 def bench_read_week(scratch: Path) -> Row:
     """Reading one week of 1m candles out of 5 years vs out of a store holding only that week."""
-    symbol, interval = "BTCUSDT", "1m"
+    symbol, interval = BTCUSDT, ONE_MINUTE
     end = intervals.align("1d", NOW)
     week_start = end - 400 * intervals.DAY_MS
     week_end = week_start + 7 * intervals.DAY_MS
@@ -253,8 +259,8 @@ def ost_backfill(sim: SimHandle, root: Path, start_ms: int, end_ms: int, source:
         result = backfill_stream(
             client,
             CandleStore(str(root)),
-            "BTCUSDT",
-            "1m",
+            BTCUSDT,
+            ONE_MINUTE,
             start_ms,
             end_ms,
             source=source,
@@ -300,7 +306,7 @@ def bench_against_ccxt(sim: SimHandle, scratch: Path) -> list[Row]:
             action()
             timings[name].append((time.perf_counter() - started) * 1000)
     for root in roots:
-        ours = CandleStore(str(root)).load_klines("BTCUSDT", "1m", start, end)
+        ours = CandleStore(str(root)).load_klines(BTCUSDT, ONE_MINUTE, start, end)
         ohlcv = ours[["open", "high", "low", "close", "volume"]].to_numpy().tolist()
         opens = klines.open_time_ms(ours).tolist()
         assert [[t, *values] for t, values in zip(opens, ohlcv, strict=True)] == theirs, root
@@ -367,7 +373,9 @@ def bench_many_streams(sim: SimHandle, scratch: Path) -> Row:
     sim.configure(now_ms=NOW, latency_ms=20)
     end = intervals.align("1d", NOW) - intervals.DAY_MS
     streams = [
-        (symbol, interval) for symbol in BENCH_SYMBOLS for interval in ("1m", *BENCH_INTERVALS)
+        parse_stream(symbol, interval)
+        for symbol in BENCH_SYMBOLS
+        for interval in ("1m", *BENCH_INTERVALS)
     ]
     runs = itertools.count()
 
@@ -402,7 +410,7 @@ def bench_many_streams(sim: SimHandle, scratch: Path) -> Row:
 
 
 def backfill_stream_ok(
-    client: BinanceClient, store: CandleStore, symbol: str, interval: str, end: int
+    client: BinanceClient, store: CandleStore, symbol: Symbol, interval: Interval, end: int
 ) -> bool:
     """One stream's day before ``end``, through the API; whether it succeeded."""
     from ost.backfill import backfill_stream
@@ -419,7 +427,7 @@ from ost.binance import BinanceClient
 from ost.store import CandleStore
 url, root, start, end, source = sys.argv[1:6]
 with BinanceClient([url]) as client:
-    result = backfill_stream(client, CandleStore(root), "BTCUSDT", "1m", int(start), int(end),
+    result = backfill_stream(client, CandleStore(root), BTCUSDT, ONE_MINUTE, int(start), int(end),
                              source=source, archive_base_url=url)
 assert result.ok and result.written > 0, result
 # VmHWM is this process's own peak: ru_maxrss would carry the parent's over fork and exec.
