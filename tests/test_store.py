@@ -348,7 +348,7 @@ def test_last_open_time_comes_from_footer_statistics(
     def no_row_reads(*args: object, **kwargs: object) -> None:
         raise AssertionError("last_open_time read rows")
 
-    monkeypatch.setattr(fastparquet.ParquetFile, "to_pandas", no_row_reads)
+    monkeypatch.setattr(pq.ParquetFile, "read", no_row_reads)
     assert store.last_open_time(SYMBOL, "1m") == int(klines.open_time_ms(candles).max())
 
 
