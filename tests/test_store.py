@@ -28,10 +28,12 @@ from ost.store import (
     LOCK_STRIPES,
     STATISTICS_COLUMNS,
     CandleStore,
+    Extent,
     load_klines,
     partition_path,
     read_footer,
 )
+from ost.verify import verify_store
 
 pytestmark = pytest.mark.filterwarnings(FASTPARQUET_VALUES)
 #: DuckDB's SQL types of the contract's dtypes (docs/CONTRACT.md).
@@ -592,3 +594,39 @@ def test_partition_files_read_the_same_in_fastparquet_pyarrow_and_duckdb(
             STATISTICS_COLUMNS
         )
     assert int(klines.open_time_ms(candles[120:])[0]) == day_two  # the second file's first row
+
+
+def test_files_of_the_old_fastparquet_writer_read_as_the_store_writes_them(
+    store: CandleStore, tmp_path: Path
+) -> None:
+    """Partitions written by fastparquet (the store's writer until pyarrow) read the same, healthy.
+
+    Written as main 43ff878's ``_write_parquet`` wrote them (the bytes of ``fastparquet.write``
+    with ZSTD and time statistics): existing users' stores hold such files.
+    """
+    candles = make_candles("1m", T0, 180)  # across midnight: two files
+    store.merge(SYMBOL, "1m", candles)
+    periods = store.partitions(SYMBOL, "1m")
+    parts = [candles[:120], candles[120:]]
+    for period, part in zip(periods, parts, strict=True):
+        path = partition_path(str(tmp_path), SYMBOL, "1m", period)
+        fastparquet.write(
+            path,
+            part.reset_index(drop=True),
+            write_index=False,
+            compression=COMPRESSION,
+            stats=list(STATISTICS_COLUMNS),
+        )
+        assert str(pq.read_schema(path).field("open_time").type) == "timestamp[ms, tz=UTC]"
+    assert_candles(store.load_klines(SYMBOL, "1m"), candles)
+    for period, part in zip(periods, parts, strict=True):
+        assert_candles(store.read_partition(SYMBOL, "1m", period), part, period)
+        assert store.partition_problem(SYMBOL, "1m", period) is None
+        open_ms = klines.open_time_ms(part)
+        extent = store.partition_extent(SYMBOL, "1m", period)
+        assert extent == Extent(len(part), int(open_ms[0]), int(open_ms[-1]))
+        footer = read_footer(store.backend, partition_path(str(tmp_path), SYMBOL, "1m", period))
+        assert footer is not None
+        assert footer.dtypes == klines.DTYPES
+    assert store.last_open_time(SYMBOL, "1m") == int(klines.open_time_ms(candles)[-1])
+    assert verify_store(store).findings == []
