@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -630,3 +632,30 @@ def test_files_of_the_old_fastparquet_writer_read_as_the_store_writes_them(
         assert footer.dtypes == klines.DTYPES
     assert store.last_open_time(SYMBOL, "1m") == int(klines.open_time_ms(candles)[-1])
     assert verify_store(store).findings == []
+
+
+#: A reader's process: the store's reads and the gap check, then whether fastparquet came in.
+READER_ONLY = """
+import sys
+from ost import gaps
+from ost.store import CandleStore
+store = CandleStore(sys.argv[1])
+[period] = store.partitions("BTCUSDT", "1h")
+store.load_klines("BTCUSDT", "1h")
+store.last_open_time("BTCUSDT", "1h")
+store.partition_extent("BTCUSDT", "1h", period)
+print("fastparquet" in sys.modules)
+"""
+
+
+def test_the_store_reads_without_importing_fastparquet(store: CandleStore, tmp_path: Path) -> None:
+    """Readers (load_klines, footers, ost gaps' module) never import fastparquet: pyarrow reads."""
+    store.merge(SYMBOL, "1h", make_candles("1h", T0, 30))
+    child = subprocess.run(
+        [sys.executable, "-c", READER_ONLY, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert child.stdout.split() == ["False"]
