@@ -63,10 +63,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar
 
-import fastparquet
 import numpy as np
 import pandas as pd
-from fastparquet.cencoding import from_buffer
 
 from ost import intervals, klines
 from ost.backend import LOCKS_DIR, Backend, is_temp, open_backend, write_bytes_synced
@@ -290,22 +288,14 @@ def _valid(parse: Callable[[str], Parsed], value: str | None) -> Parsed | None:
 
 
 def read_frame(backend: Backend, path: str) -> pd.DataFrame | None:
-    """The whole Parquet file ``path`` as a frame, or None if there is no such file."""
-    frame: pd.DataFrame | None = _parse(backend, path, lambda parquet: parquet.to_pandas())
+    """The whole Parquet file ``path`` as pyarrow reads it to pandas, or None: no such file."""
+    frame: pd.DataFrame | None = _parse(backend, path, lambda parquet: parquet.read().to_pandas())
     return frame
 
 
 def read_footer(backend: Backend, path: str) -> Footer | None:
     """The file's columns, dtypes, minima and maxima from its footer alone (None: no file)."""
-    footer: Footer | None = _parse(
-        backend,
-        path,
-        lambda parquet: Footer(
-            {str(name): str(dtype) for name, dtype in parquet.dtypes.items()},
-            dict(parquet.statistics["min"]),
-            dict(parquet.statistics["max"]),
-        ),
-    )
+    footer: Footer | None = _parse(backend, path, _footer_of)
     return footer
 
 
@@ -321,90 +311,41 @@ class Extent:
 def read_extent(backend: Backend, path: str) -> Extent | None:
     """The rows and open-time bounds that the footer of ``path`` states, or None if it cannot say.
 
-    Only the footer is read, and decoded by fastparquet's thrift decoder, without building a
-    ``ParquetFile`` (a tenth of a millisecond instead of one). None: no such file, no Parquet
-    footer, another schema than the store's (:data:`_FOOTER_SCHEMA`), or no open_time
-    statistics. Nothing is checked beyond the footer: :meth:`CandleStore.read_partition` reads the
-    rows.
+    Only the footer is read (pyarrow's ``ParquetFile`` parses nothing else). None: no such file,
+    an unreadable one, another schema than the store's (:func:`_schema_problem`), or no
+    open_time statistics. Nothing is checked beyond the footer: :meth:`CandleStore.read_partition`
+    reads the rows.
     """
     try:
-        with backend.open_input(path) as handle:
-            handle.seek(-_FOOTER_TAIL, 2)
-            tail = handle.read(_FOOTER_TAIL)
-            size = int.from_bytes(tail[:4], "little")
-            if tail[4:] != _PARQUET_MAGIC or not 0 < size <= MAX_FOOTER_BYTES:
-                return None
-            handle.seek(-_FOOTER_TAIL - size, 2)
-            metadata = from_buffer(handle.read(size), "FileMetaData")
-    except FileNotFoundError:
+        extent: Extent | None = _parse(backend, path, _extent_of)
+    except StoreError:  # a damaged file, or no access: the full read names it
         return None
-    except Exception:  # noqa: BLE001  # a damaged file fails in many ways; the full read names it
+    return extent
+
+
+def _extent_of(parquet: Any) -> Extent | None:
+    """The :class:`Extent` of an open ``pyarrow.parquet.ParquetFile`` of the store's schema."""
+    metadata = parquet.metadata
+    if not metadata.schema.equals(_store_parquet_schema()) and _schema_problem(
+        parquet.schema_arrow
+    ):  # the Parquet schema compares in a tenth of the time of building pyarrow's
         return None
-    return _extent_of(metadata)
-
-
-#: A Parquet file ends with its footer's length (4 bytes, little-endian) and ``PAR1``.
-_PARQUET_MAGIC: Final = b"PAR1"
-_FOOTER_TAIL: Final = 8
-#: A partition's footer is a few kB; a larger length is not one of the store's files.
-MAX_FOOTER_BYTES: Final = 1 << 20
-_INT64, _DOUBLE = fastparquet.parquet_thrift.Type.INT64, fastparquet.parquet_thrift.Type.DOUBLE
-#: The stored columns in order, as the footer names them, with their Parquet physical types
-#: (times: INT64 timestamps of ms, UTC).
-_FOOTER_SCHEMA: Final = tuple(
-    (column.encode(), _DOUBLE if column in klines.FLOAT_COLUMNS else _INT64)
-    for column in klines.COLUMNS
-)
-_TIME_LEAVES: Final = tuple(klines.COLUMNS.index(column) for column in klines.TIME_COLUMNS)
-_OPEN_TIME: Final = klines.COLUMNS.index("open_time")
-
-
-class _Thrift:
-    """Field ids of parquet.thrift, by which fastparquet's decoded structs are read fast.
-
-    ``struct.get(id)`` costs a twentieth of the attribute (``struct.name``), which goes through
-    a lookup of the name in Python: over thousands of footers, that is most of the time.
-    """
-
-    # FileMetaData
-    SCHEMA, NUM_ROWS, ROW_GROUPS = 2, 3, 4
-    # SchemaElement
-    TYPE, NAME, LOGICAL_TYPE = 1, 4, 10
-    # LogicalType.TIMESTAMP, then TimestampType.isAdjustedToUTC and .unit, TimeUnit.MILLIS
-    TIMESTAMP, ADJUSTED_TO_UTC, UNIT, MILLIS = 8, 1, 2, 1
-    # RowGroup.columns and .num_rows, ColumnChunk.meta_data, ColumnMetaData.statistics
-    COLUMNS, GROUP_ROWS, META_DATA, STATISTICS = 1, 3, 3, 12
-    # Statistics: the deprecated max and min (signed order for INT64), then max_value, min_value
-    MAX, MIN, MAX_VALUE, MIN_VALUE = 1, 2, 5, 6
-
-
-def _extent_of(metadata: Any) -> Extent | None:
-    """The :class:`Extent` of decoded file metadata of the store's schema, or None."""
-    field = _Thrift
-    leaves = metadata.get(field.SCHEMA)[1:]
-    if tuple((leaf.get(field.NAME), leaf.get(field.TYPE)) for leaf in leaves) != _FOOTER_SCHEMA:
-        return None
-    for position in _TIME_LEAVES:
-        stamp = (leaves[position].get(field.LOGICAL_TYPE) or {}).get(field.TIMESTAMP)
-        if not stamp or not stamp.get(field.ADJUSTED_TO_UTC):
-            return None
-        if (stamp.get(field.UNIT) or {}).get(field.MILLIS) is None:
-            return None
     lows, highs = [], []
-    for group in metadata.get(field.ROW_GROUPS) or []:
-        if not group.get(field.GROUP_ROWS):
+    for index in range(metadata.num_row_groups):
+        group = metadata.row_group(index)
+        if not group.num_rows:
             continue
-        chunk = group.get(field.COLUMNS)[_OPEN_TIME].get(field.META_DATA)
-        stats = chunk.get(field.STATISTICS) if chunk is not None else None
-        low = None if stats is None else stats.get(field.MIN_VALUE) or stats.get(field.MIN)
-        high = None if stats is None else stats.get(field.MAX_VALUE) or stats.get(field.MAX)
-        if low is None or high is None:
+        stats = group.column(_OPEN_TIME).statistics
+        if stats is None or not stats.has_min_max:
             return None
-        lows.append(int.from_bytes(low, "little", signed=True))
-        highs.append(int.from_bytes(high, "little", signed=True))
+        lows.append(int(stats.min_raw))  # INT64, epoch ms (the schema says so)
+        highs.append(int(stats.max_raw))
     if not lows:
         return None
-    return Extent(int(metadata.get(field.NUM_ROWS)), min(lows), max(highs))
+    return Extent(int(metadata.num_rows), min(lows), max(highs))
+
+
+_OPEN_TIME: Final = klines.COLUMNS.index("open_time")
 
 
 def write_frame(backend: Backend, path: str, frame: pd.DataFrame) -> None:
@@ -417,20 +358,23 @@ def write_columns(backend: Backend, path: str, columns: klines.Columns) -> None:
     backend.replace(path, lambda temp: _write_parquet(temp, columns))
 
 
-def _parse(backend: Backend, path: str, use: Callable[[Any], Any]) -> Any:
-    """``use(ParquetFile)`` on one open handle of ``path``; None if there is no such file.
+def _parse(backend: Backend, path: str, use: Callable[[Any], Result]) -> Result | None:
+    """``use(pyarrow.parquet.ParquetFile)`` on one open handle of ``path``; None: no such file.
 
     Footer and rows come through the same handle, so a concurrent ``os.replace`` of the file
-    cannot pair the old footer with the new rows.
+    cannot pair the old footer with the new rows. pyarrow, the reference implementation and
+    fuzzed upstream, raises on a damaged file (fastparquet's thrift decoder could crash the
+    process: ``tests/test_store_damage.py``), and checks the pages' CRCs where a file has them.
     """
+    parquet = _arrow()[1]
     try:
         with backend.open_input(path) as handle:
-            return use(fastparquet.ParquetFile(handle, verify=True))  # PAR1 at both ends
+            return use(parquet.ParquetFile(handle, page_checksum_verification=True))
     except FileNotFoundError:
         return None
     except PermissionError as exc:
         raise StoreError(f"cannot read {path}: {exc}") from exc
-    except Exception as exc:  # a damaged file fails in many ways: OSError, TypeError, ...
+    except Exception as exc:  # a damaged file fails in many ways: ArrowInvalid, OSError, ...
         raise StoreCorrupt(f"{path} is not a readable Parquet file: {exc!r}") from exc
 
 
@@ -455,6 +399,68 @@ class Footer:
         if not values or any(value is None for value in values):
             return None
         return max(values)
+
+
+def _footer_of(parquet: Any) -> Footer:
+    """The :class:`Footer` of an open ``pyarrow.parquet.ParquetFile``.
+
+    Timestamps come as ``numpy.datetime64`` of the column's unit, other values as pyarrow
+    gives them; a row group without a column's min/max gives None.
+    """
+    schema, metadata = parquet.schema_arrow, parquet.metadata
+    minima: dict[str, list[Any]] = {name: [] for name in schema.names}
+    maxima: dict[str, list[Any]] = {name: [] for name in schema.names}
+    for index in range(metadata.num_row_groups):
+        group = metadata.row_group(index)
+        for position, name in enumerate(schema.names):
+            stats = group.column(position).statistics
+            kind = schema.field(position).type
+            has = stats is not None and stats.has_min_max
+            minima[name].append(_statistic(stats.min_raw, stats.min, kind) if has else None)
+            maxima[name].append(_statistic(stats.max_raw, stats.max, kind) if has else None)
+    return Footer(
+        {name: _pandas_dtype(kind) for name, kind in zip(schema.names, schema.types, strict=True)},
+        minima,
+        maxima,
+    )
+
+
+def _statistic(raw: Any, value: Any, kind: Any) -> Any:
+    """A footer statistic: a timestamp's raw integer as ``datetime64`` of its unit, or ``value``."""
+    if _arrow()[0].types.is_timestamp(kind):
+        return np.datetime64(int(raw), kind.unit)
+    return value
+
+
+def _schema_problem(schema: Any) -> str | None:
+    """What is wrong with a file's pyarrow schema (names, order, types), or None: the store's."""
+    if schema.names == list(klines.COLUMNS) and schema.types == _store_types():
+        return None
+    dtypes = [_pandas_dtype(kind) for kind in schema.types]
+    return _dtypes_problem(schema.names, dtypes) or f"its types are not the store's: {schema}"
+
+
+@functools.cache
+def _store_types() -> list[Any]:
+    """The pyarrow types of the stored columns, in order (times: ``timestamp[ms, tz=UTC]``)."""
+    return list(_arrow()[2].types)
+
+
+@functools.cache
+def _store_parquet_schema() -> Any:
+    """The Parquet schema (``pyarrow.parquet.ParquetSchema``) of the store's columns."""
+    pa, parquet, schema = _arrow()
+    sink = pa.BufferOutputStream()
+    parquet.write_table(schema.empty_table(), sink)
+    return parquet.ParquetFile(pa.BufferReader(sink.getvalue())).metadata.schema
+
+
+def _pandas_dtype(kind: Any) -> str:
+    """The pandas dtype that pyarrow reads a column of type ``kind`` to (for the messages)."""
+    try:
+        return str(pd.api.types.pandas_dtype(kind.to_pandas_dtype()))
+    except (NotImplementedError, TypeError):  # nested and other types pandas has no dtype for
+        return str(kind)
 
 
 def _write_parquet(path: str, columns: klines.Columns) -> None:
@@ -485,11 +491,12 @@ def _write_parquet(path: str, columns: klines.Columns) -> None:
 
 @functools.cache
 def _arrow() -> tuple[Any, Any, Any]:
-    """pyarrow, pyarrow.parquet and the partition files' schema, imported at the first write.
+    """pyarrow, pyarrow.parquet and the partition files' schema, imported at the first use.
 
-    Processes that only read (``ost gaps``, ``load_klines``) do not pay pyarrow's import.
+    pandas has imported pyarrow already; ``pyarrow.parquet`` adds about 10 ms, paid by
+    processes that touch a file only.
     """
-    import pyarrow as pa  # noqa: PLC0415  # only writers need it (see the docstring)
+    import pyarrow as pa  # noqa: PLC0415  # only processes that touch a file need it
     from pyarrow import parquet  # noqa: PLC0415  # as above
 
     return pa, parquet, pa.Schema.from_pandas(klines.empty_frame(), preserve_index=False)
@@ -622,19 +629,22 @@ class CandleStore:
     ) -> pd.DataFrame:
         """The stored candles with ``start <= open_time < end`` (None: unbounded), sorted.
 
-        Only the partitions that overlap the range are opened, chosen by their names.
+        Only the partitions that overlap the range are opened, chosen by their names; each is
+        checked as :meth:`read_partition` checks it, and their tables become one frame at once.
         """
         start_ms, end_ms = _bound_ms(start, default=-(2**63)), _bound_ms(end, default=2**63 - 1)
-        frames = []
+        tables = []
         for period in self.periods_between(symbol, interval, start_ms, end_ms):
-            stored = self.read_partition(symbol, interval, period)
-            if stored is not None:
-                frames.append(stored)
-        if not frames:
+            checked = self._read_table(symbol, interval, period)
+            if checked is not None:
+                table, open_ms = checked
+                first, stop = np.searchsorted(open_ms, [start_ms, end_ms])
+                if stop > first:
+                    tables.append(table.slice(first, stop - first))
+        if not tables:
             return klines.empty_frame()
-        candles = pd.concat(frames, ignore_index=True)
-        open_ms = klines.open_time_ms(candles)
-        return candles[(open_ms >= start_ms) & (open_ms < end_ms)].reset_index(drop=True)
+        candles: pd.DataFrame = _arrow()[0].concat_tables(tables).to_pandas()
+        return candles
 
     def last_open_time(self, symbol: Symbol, interval: Interval) -> int | None:
         """The newest stored open time (epoch ms), from the newest file's footer statistics.
@@ -742,16 +752,43 @@ class CandleStore:
         self, symbol: Symbol, interval: Interval, period: dt.date
     ) -> pd.DataFrame | None:
         """The stored partition, checked to hold only its own, sorted, well-typed candles."""
+        checked = self._read_table(symbol, interval, period)
+        if checked is None:
+            return None
+        stored: pd.DataFrame = checked[0].to_pandas()
+        return stored
+
+    def _read_table(
+        self, symbol: Symbol, interval: Interval, period: dt.date
+    ) -> tuple[Any, np.ndarray] | None:
+        """The stored partition as a pyarrow table, and its open times (epoch ms); None: no file.
+
+        Checked before any frame is built: the store's columns and types, no missing value
+        where pandas would change the dtype, open times unique, sorted and inside the
+        partition (:class:`PartitionCorrupt`). The table has no schema metadata left, so its
+        ``to_pandas`` is the store's dtypes (:data:`ost.klines.DTYPES`) whoever wrote the file.
+        """
         try:
-            stored = read_frame(self.backend, self._path(symbol, interval, period))
+            table = _parse(self.backend, self._path(symbol, interval, period), _rows)
         except StoreCorrupt as exc:
             raise self._corrupt(symbol, interval, period, _unreadable(exc)) from exc
-        if stored is None:
+        if table is None:
             return None
-        problem = schema_problem(stored) or _range_problem(stored, interval, period)
+        problem = _schema_problem(table.schema) or next(
+            (
+                f"column {name} has missing values"
+                for name in _INT_COLUMNS
+                if table[name].null_count
+            ),
+            None,
+        )
+        open_ms = np.empty(0, np.int64)
+        if problem is None:
+            open_ms = table["open_time"].to_numpy().view(np.int64)
+            problem = _range_problem(open_ms, interval, period)
         if problem:
             raise self._corrupt(symbol, interval, period, problem)
-        return stored[list(klines.COLUMNS)].reset_index(drop=True)
+        return table.replace_schema_metadata(), open_ms
 
     def _corrupt(
         self, symbol: Symbol, interval: Interval, period: dt.date, problem: str
@@ -975,6 +1012,12 @@ def _same_candles(left: klines.Columns, right: klines.Columns) -> bool:
 
 
 _DTYPES: Final = tuple(klines.DTYPES[column] for column in klines.COLUMNS)
+#: The columns whose dtype a missing value would change in pandas (to float64).
+_INT_COLUMNS: Final = tuple(
+    column
+    for column in klines.COLUMNS
+    if column not in klines.FLOAT_COLUMNS and column not in klines.TIME_COLUMNS
+)
 _COLUMN_DTYPES: Final = tuple(klines.COLUMN_DTYPES[column] for column in klines.COLUMNS)
 #: A missing timestamp (NaT) as epoch integers.
 _NAT: Final = np.iinfo(np.int64).min
@@ -1013,18 +1056,22 @@ def _one_line(text: str) -> str:
     return flat if len(flat) <= PROBLEM_CHARS else flat[: PROBLEM_CHARS - 1] + "…"
 
 
-def _range_problem(stored: pd.DataFrame, interval: str, period: dt.date) -> str | None:
+def _range_problem(open_ms: np.ndarray, interval: str, period: dt.date) -> str | None:
     """What is wrong with a stored partition's open times (unique, sorted, inside it), or None."""
-    open_ms = klines.open_time_ms(stored)
     if len(open_ms) == 0:
         return None
-    if len(open_ms) > 1 and not bool((np.diff(open_ms) > 0).all()):
+    if len(open_ms) > 1 and not bool((open_ms[1:] > open_ms[:-1]).all()):
         return "open_time does not strictly increase"
     if open_ms[0] < intervals.date_ms(period) or open_ms[-1] >= intervals.partition_end_ms(
         interval, period
     ):
         return f"open_time outside the {interval} partition starting {period.isoformat()}"
     return None
+
+
+def _rows(parquet: Any) -> Any:
+    """The whole table of an open ``pyarrow.parquet.ParquetFile``."""
+    return parquet.read()
 
 
 def split_by_partition(

@@ -1,10 +1,13 @@
 """``ost verify``: the candle store as its consumers read it, and its repair.
 
 Every file under ``$OST_DATA_DIR/klines/`` is looked at. Each partition file (``part.parquet`` of a
-valid ``symbol=/interval=/period=`` directory) is read whole by each reader: fastparquet (the
-store's own), pyarrow (the reference Parquet implementation) and DuckDB, each the way the backend
-uses it. Then the whole dataset is read as the README shows, by ``pyarrow.dataset`` with hive
-partitioning and by DuckDB's ``read_parquet('klines/**/*.parquet', hive_partitioning=true)``.
+valid ``symbol=/interval=/period=`` directory) is read whole by each reader: pyarrow (the
+reference Parquet implementation, and the store's own reader: :func:`ost.store.read_frame`),
+fastparquet and DuckDB, each the way the backend uses it. fastparquet reads only the files whose
+footer pyarrow decoded: its thrift decoder crashes the process on some damaged footers
+(``tests/test_store_damage.py``), and pyarrow has reported those already. Then the whole
+dataset is read as the README shows, by ``pyarrow.dataset`` with hive partitioning and by
+DuckDB's ``read_parquet('klines/**/*.parquet', hive_partitioning=true)``.
 
 What is found (:class:`Finding`, by ``kind``):
 
@@ -23,8 +26,9 @@ What is found (:class:`Finding`, by ``kind``):
                 follows a quarantine failed or was cut short)
 ``dataset``     what the consumers' reads of the whole dataset get: an error, or duplicates
 
-pyarrow and DuckDB are optional (the ``verify`` extra, and the dev dependencies): without one,
-its checks are skipped and the report says so in one line; fastparquet's always run.
+DuckDB is optional (the ``verify`` extra, and the dev dependencies): without it, its checks are
+skipped and the report says so in one line; pyarrow's and fastparquet's always run (both are
+main dependencies, and fastparquet is imported here only).
 
 :func:`repair_store` (``--repair``) quarantines every damaged partition file (after checking it
 again under the partition's lock, :meth:`CandleStore.quarantine`), every foreign file, removes the
@@ -42,7 +46,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
-import fastparquet
 import numpy as np
 import pandas as pd
 
@@ -210,14 +213,11 @@ class _Readers:
 
     def __init__(self, store: CandleStore) -> None:
         self.store = store
-        self.pyarrow = _optional("pyarrow")
+        self.pyarrow: Any = importlib.import_module("pyarrow")
+        self.dataset: Any = importlib.import_module("pyarrow.dataset")
+        self.fastparquet: Any = importlib.import_module("fastparquet")  # only verify reads with it
         self.duckdb = _optional("duckdb")
         expected = klines.empty_frame()
-        if self.pyarrow is not None:
-            self.parquet: Any = importlib.import_module("pyarrow.parquet")
-            self.dataset: Any = importlib.import_module("pyarrow.dataset")
-            schema = self.pyarrow.Schema.from_pandas(expected, preserve_index=False)
-            self.arrow_types = [(item.name, str(item.type)) for item in schema]
         self.con: Any = None
         if self.duckdb is not None:
             self.con = self.duckdb.connect()
@@ -228,11 +228,12 @@ class _Readers:
 
     def versions(self) -> dict[str, str | None]:
         return {
-            "fastparquet": str(fastparquet.__version__),
-            **{
-                name: None if module is None else str(module.__version__)
-                for name, module in (("pyarrow", self.pyarrow), ("duckdb", self.duckdb))
-            },
+            name: None if module is None else str(module.__version__)
+            for name, module in (
+                ("pyarrow", self.pyarrow),
+                ("fastparquet", self.fastparquet),
+                ("duckdb", self.duckdb),
+            )
         }
 
     def _types(self, describe: str, *params: str) -> list[tuple[str, str]]:
@@ -241,33 +242,28 @@ class _Readers:
 
     # -- one file
 
-    def fastparquet_frame(self, path: str) -> tuple[pd.DataFrame | None, list[tuple[str, str]]]:
-        """The file as the store reads it, and the problems fastparquet sees."""
+    def pyarrow_frame(self, path: str) -> tuple[pd.DataFrame | None, list[tuple[str, str]]]:
+        """The file as the store reads it (pyarrow), and the problems pyarrow sees."""
         try:
             frame = read_frame(self.store.backend, path)
         except StoreCorrupt as exc:
-            return None, [("unreadable", f"fastparquet: {_short(exc.__cause__)}")]
+            return None, [("unreadable", f"pyarrow: {_short(exc.__cause__)}")]
         except OstError as exc:
-            return None, [("unreadable", f"fastparquet: {_short(exc.args[0])}")]
+            return None, [("unreadable", f"pyarrow: {_short(exc.args[0])}")]
         if frame is None:
-            return None, [("unreadable", "fastparquet: the file is gone")]
+            return None, [("unreadable", "pyarrow: the file is gone")]
         problem = schema_problem(frame)
-        return frame, [("schema", f"fastparquet: {problem}")] if problem else []
+        return frame, [("schema", f"pyarrow: {problem}")] if problem else []
 
-    def arrow_open_ms(self, path: str) -> tuple[np.ndarray | None, list[tuple[str, str]]]:
-        """The open times as pyarrow reads the whole file, and the problems pyarrow sees."""
-        if self.pyarrow is None:
-            return None, []
+    def fastparquet_problems(self, path: str) -> list[tuple[str, str]]:
+        """The problems fastparquet sees reading the whole file (one that pyarrow could read)."""
         try:
             with self.store.backend.open_input(path) as handle:
-                table = self.parquet.read_table(handle)
-        except Exception as exc:  # noqa: BLE001  # a damaged file fails pyarrow in many ways
-            return None, [("unreadable", f"pyarrow: {_short(exc)}")]
-        types = [(item.name, str(item.type)) for item in table.schema]
-        if types != self.arrow_types:
-            return None, [("schema", f"pyarrow: {_type_difference(types, self.arrow_types)}")]
-        open_ms = table.column("open_time").cast(self.pyarrow.int64()).to_numpy()
-        return np.asarray(open_ms, dtype=np.int64), []
+                frame = self.fastparquet.ParquetFile(handle).to_pandas()
+        except Exception as exc:  # noqa: BLE001  # a damaged file fails fastparquet in many ways
+            return [("unreadable", f"fastparquet: {_short(exc)}")]
+        problem = schema_problem(frame)
+        return [("schema", f"fastparquet: {problem}")] if problem else []
 
     def duckdb_problems(self, path: str) -> list[tuple[str, str]]:
         """The problems DuckDB sees reading the whole file (every column, every row)."""
@@ -288,9 +284,7 @@ class _Readers:
     def views(self) -> list[View]:
         """The whole dataset read as the README shows, by each optional reader installed."""
         root = klines_dir(self.store.backend.root)
-        views = []
-        if self.pyarrow is not None:
-            views.append(self._pyarrow_view(root))
+        views = [self._pyarrow_view(root)]
         if self.con is not None:
             views.append(self._duckdb_view(root))
         return views
@@ -383,15 +377,16 @@ def _file_problems(
 
     Problems are by kind, each with the first detail found.
     """
-    frame, found = readers.fastparquet_frame(path)
-    arrow_ms, arrow_found = readers.arrow_open_ms(path)
+    frame, found = readers.pyarrow_frame(path)
+    if frame is not None:  # else fastparquet might crash on what pyarrow refused
+        found += readers.fastparquet_problems(path)
     by_kind: dict[str, list[str]] = {}
-    for kind, detail in (*arrow_found, *readers.duckdb_problems(path), *found):
+    for kind, detail in (*found, *readers.duckdb_problems(path)):
         by_kind.setdefault(kind, []).append(detail)
     problems = {kind: _first_and_others(details) for kind, details in by_kind.items()}
     if problems or frame is None:
         return problems, 0
-    open_ms = arrow_ms if arrow_ms is not None else klines.open_time_ms(frame)
+    open_ms = klines.open_time_ms(frame)
     for kind, detail in open_time_problems(interval, period, open_ms):
         problems.setdefault(kind, detail)
     if not problems:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,10 +30,12 @@ from ost.store import (
     LOCK_STRIPES,
     STATISTICS_COLUMNS,
     CandleStore,
+    Extent,
     load_klines,
     partition_path,
     read_footer,
 )
+from ost.verify import verify_store
 
 pytestmark = pytest.mark.filterwarnings(FASTPARQUET_VALUES)
 #: DuckDB's SQL types of the contract's dtypes (docs/CONTRACT.md).
@@ -348,7 +352,7 @@ def test_last_open_time_comes_from_footer_statistics(
     def no_row_reads(*args: object, **kwargs: object) -> None:
         raise AssertionError("last_open_time read rows")
 
-    monkeypatch.setattr(fastparquet.ParquetFile, "to_pandas", no_row_reads)
+    monkeypatch.setattr(pq.ParquetFile, "read", no_row_reads)
     assert store.last_open_time(SYMBOL, "1m") == int(klines.open_time_ms(candles).max())
 
 
@@ -592,3 +596,66 @@ def test_partition_files_read_the_same_in_fastparquet_pyarrow_and_duckdb(
             STATISTICS_COLUMNS
         )
     assert int(klines.open_time_ms(candles[120:])[0]) == day_two  # the second file's first row
+
+
+def test_files_of_the_old_fastparquet_writer_read_as_the_store_writes_them(
+    store: CandleStore, tmp_path: Path
+) -> None:
+    """Partitions written by fastparquet (the store's writer until pyarrow) read the same, healthy.
+
+    Written as main 43ff878's ``_write_parquet`` wrote them (the bytes of ``fastparquet.write``
+    with ZSTD and time statistics): existing users' stores hold such files.
+    """
+    candles = make_candles("1m", T0, 180)  # across midnight: two files
+    store.merge(SYMBOL, "1m", candles)
+    periods = store.partitions(SYMBOL, "1m")
+    parts = [candles[:120], candles[120:]]
+    for period, part in zip(periods, parts, strict=True):
+        path = partition_path(str(tmp_path), SYMBOL, "1m", period)
+        fastparquet.write(
+            path,
+            part.reset_index(drop=True),
+            write_index=False,
+            compression=COMPRESSION,
+            stats=list(STATISTICS_COLUMNS),
+        )
+        assert str(pq.read_schema(path).field("open_time").type) == "timestamp[ms, tz=UTC]"
+    assert_candles(store.load_klines(SYMBOL, "1m"), candles)
+    for period, part in zip(periods, parts, strict=True):
+        assert_candles(store.read_partition(SYMBOL, "1m", period), part, period)
+        assert store.partition_problem(SYMBOL, "1m", period) is None
+        open_ms = klines.open_time_ms(part)
+        extent = store.partition_extent(SYMBOL, "1m", period)
+        assert extent == Extent(len(part), int(open_ms[0]), int(open_ms[-1]))
+        footer = read_footer(store.backend, partition_path(str(tmp_path), SYMBOL, "1m", period))
+        assert footer is not None
+        assert footer.dtypes == klines.DTYPES
+    assert store.last_open_time(SYMBOL, "1m") == int(klines.open_time_ms(candles)[-1])
+    assert verify_store(store).findings == []
+
+
+#: A reader's process: the store's reads and the gap check, then whether fastparquet came in.
+READER_ONLY = """
+import sys
+from ost import gaps
+from ost.store import CandleStore
+store = CandleStore(sys.argv[1])
+[period] = store.partitions("BTCUSDT", "1h")
+store.load_klines("BTCUSDT", "1h")
+store.last_open_time("BTCUSDT", "1h")
+store.partition_extent("BTCUSDT", "1h", period)
+print("fastparquet" in sys.modules)
+"""
+
+
+def test_the_store_reads_without_importing_fastparquet(store: CandleStore, tmp_path: Path) -> None:
+    """Readers (load_klines, footers, ost gaps' module) never import fastparquet: pyarrow reads."""
+    store.merge(SYMBOL, "1h", make_candles("1h", T0, 30))
+    child = subprocess.run(
+        [sys.executable, "-c", READER_ONLY, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert child.stdout.split() == ["False"]

@@ -292,14 +292,14 @@ def test_a_data_dir_that_is_a_file_exits_2(sim: SimHandle, tmp_path: Path) -> No
     assert "Traceback" not in result.stderr
 
 
-#: `ost verify` in a process where pyarrow and DuckDB cannot be imported.
+#: `ost verify` in a process where DuckDB (the optional reader) cannot be imported.
 WITHOUT_READERS = (
-    "import sys; sys.modules['pyarrow'] = None; sys.modules['duckdb'] = None;"
+    "import sys; sys.modules['duckdb'] = None;"
     " from ost.cli import main; sys.argv = ['ost', *sys.argv[1:]]; main()"
 )
 
 
-def test_without_pyarrow_and_duckdb_verify_still_checks_with_fastparquet(
+def test_without_duckdb_verify_still_checks_with_pyarrow_and_fastparquet(
     sim: SimHandle, tmp_path: Path
 ) -> None:
     """A missing reader is one warning line; a damaged file is still found (exit 1)."""
@@ -319,14 +319,14 @@ def test_without_pyarrow_and_duckdb_verify_still_checks_with_fastparquet(
     clean = run("verify")
     assert clean.returncode == 0, clean.stderr
     [warning] = clean.stderr.strip().splitlines()
-    assert "pyarrow and duckdb not installed" in warning
+    assert "duckdb not installed" in warning
     assert "verify" in warning  # the extra that brings them
     part(tmp_path, "BTCUSDT", "1h", dt.date(2026, 1, 1)).write_bytes(b"")
     damaged = run("verify", "--json")
     assert damaged.returncode == 1
     report = report_of(damaged)
-    assert report["readers"]["pyarrow"] is None
-    assert [f["kind"] for f in report["findings"]] == ["unreadable"]
+    assert report["readers"]["duckdb"] is None
+    assert [f["kind"] for f in report["findings"]] == ["unreadable", "dataset"]  # pyarrow's view
 
 
 @pytest.fixture
