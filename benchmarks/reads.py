@@ -39,10 +39,11 @@ import pandas as pd
 from benchmarks.run import Row, table
 from ost import intervals, klines
 from ost.gaps import Evidence, ExchangeGapLog, ProvenGap
+from ost.intervals import parse_interval, parse_symbol
 from ost.sim.market import candles, exchange_gaps
 from ost.store import CandleStore, partition_path, split_by_partition, write_frame
 
-SYMBOL, INTERVAL = "BTCUSDT", "1m"
+SYMBOL, INTERVAL = parse_symbol("BTCUSDT"), parse_interval("1m")
 YEARS_DAYS = 1826  # five years of days, leap day included
 REPEATS = 3
 #: The last stored day (yesterday, in UTC) ends here: today's UTC midnight.
