@@ -100,6 +100,8 @@ class Backend:
         self.fs = fs
         #: The root as the filesystem's path.
         self.root = root
+        #: The directories of lock files made (or found) so far.
+        self._lock_dirs: set[str] = set()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
@@ -165,20 +167,27 @@ class Backend:
 
     # -- writing: the one atomic write, and moves
 
-    def replace(self, path: str, write_temp: Callable[[str], None]) -> None:
+    def replace(self, path: str, write_temp: Callable[[str], None]) -> bool:
         """Replace ``path`` with the local file that ``write_temp(temp)`` writes and fsyncs.
 
         Readers see the old file or the new one, never a part of either. The caller holds the
         lock of ``path`` (a local backend removes the stale temp files of its directory).
+        Whether the file's directory was made by this write (then it holds nothing else).
         """
         try:
-            self._replace(path, write_temp)
+            return self._replace(path, write_temp)
         except OSError as exc:
             raise StoreError(f"cannot write {path}: {exc}") from exc
 
-    def write_bytes(self, path: str, data: bytes) -> None:
-        """Replace ``path`` with ``data`` atomically (:meth:`replace`)."""
-        self.replace(path, lambda temp: write_bytes_synced(temp, data))
+    def write_bytes(self, path: str, data: bytes) -> bool:
+        """Replace ``path`` with ``data`` atomically (:meth:`replace`); whether its dir is new."""
+        try:
+            return self._write_bytes(path, data)
+        except OSError as exc:
+            raise StoreError(f"cannot write {path}: {exc}") from exc
+
+    def _write_bytes(self, path: str, data: bytes) -> bool:
+        return self._replace(path, lambda temp: write_bytes_synced(temp, data))
 
     def move(self, path: str, destination: str) -> None:
         """Move the file ``path`` to ``destination`` (a new name), creating its directories.
@@ -201,12 +210,13 @@ class Backend:
         except OSError as exc:
             raise StoreError(f"cannot remove {path}: {exc}") from exc
 
-    def _replace(self, path: str, write_temp: Callable[[str], None]) -> None:
+    def _replace(self, path: str, write_temp: Callable[[str], None]) -> bool:
         with tempfile.TemporaryDirectory(prefix="ost-store-") as scratch:
             temp = os.path.join(scratch, posixpath.basename(path))
             write_temp(temp)
             self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
             self.fs.put_file(temp, path)  # one PUT: object stores apply it atomically
+        return False  # a prefix, not a directory: it may hold other objects
 
     def _move(self, path: str, destination: str) -> None:
         self.fs.makedirs(posixpath.dirname(destination), exist_ok=True)
@@ -231,7 +241,10 @@ class Backend:
         See :func:`hold_lock`; :meth:`lock_file` says where the lock file is.
         """
         lock_file = self.lock_file(relative)
-        os.makedirs(os.path.dirname(lock_file), exist_ok=True)
+        directory = os.path.dirname(lock_file)
+        if directory not in self._lock_dirs:  # made once per process, not at every lock
+            os.makedirs(directory, exist_ok=True)
+            self._lock_dirs.add(directory)
         return hold_lock(
             lock_file, what, timeout=timeout, announce_after=announce_after, error=error
         )
@@ -270,20 +283,58 @@ class LocalBackend(Backend):
         """``relative`` under the root: the lock files sit with the files they guard."""
         return self.path(relative)
 
-    def _replace(self, path: str, write_temp: Callable[[str], None]) -> None:
-        directory = os.path.dirname(path)
-        if not _make_dirs_durably(directory):  # a directory just made holds no stale temp
-            _remove_stale_temps(directory)
+    def list_files(self, directory: str) -> list[str]:
+        """The names of the files (not directories) in ``directory``, sorted (one ``scandir``)."""
+        try:
+            with os.scandir(directory) as entries:
+                return sorted(entry.name for entry in entries if entry.is_file())
+        except FileNotFoundError:
+            return []
+
+    def _replace(self, path: str, write_temp: Callable[[str], None]) -> bool:
+        directory, made = self._temp_directory(path)
         fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=directory)
         os.close(fd)
+        self._commit(temp, path, lambda: write_temp(temp))
+        return made
+
+    def _write_bytes(self, path: str, data: bytes) -> bool:
+        """:meth:`_replace` with the bytes written through the temp file's own descriptor."""
+        directory, made = self._temp_directory(path)
+        fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=directory)
+
+        def write() -> None:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        self._commit(temp, path, write)
+        return made
+
+    @staticmethod
+    def _temp_directory(path: str) -> tuple[str, bool]:
+        """``path``'s directory, made durably or cleared of stale temps; whether it was made."""
+        directory = os.path.dirname(path)
+        made = _make_dirs_durably(directory)
+        if not made:  # a directory just made holds no stale temp
+            _remove_stale_temps(directory)
+        return directory, made
+
+    @staticmethod
+    def _commit(temp: str, path: str, write: Callable[[], None]) -> None:
+        """``write()`` the temp file (fsynced), move it onto ``path``, fsync the directory."""
         try:
-            write_temp(temp)
+            write()
             os.replace(temp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(temp)
             raise
-        _fsync_dir(directory)
+        _fsync_dir(os.path.dirname(path))
 
     def _move(self, path: str, destination: str) -> None:
         _make_dirs_durably(os.path.dirname(destination))
@@ -330,16 +381,21 @@ def _make_dirs_durably(directory: str) -> bool:
 
     Whether this call created ``directory`` (False: it was there, or another writer made it).
     """
-    if os.path.isdir(directory):
-        return False
     parent = os.path.dirname(directory)
-    _make_dirs_durably(parent)
     try:
-        os.mkdir(directory)
+        os.mkdir(directory)  # first: a write into a directory that exists costs one syscall
     except FileExistsError:
         return False
-    finally:
-        _fsync_dir(parent)
+    except FileNotFoundError:
+        _make_dirs_durably(parent)
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            return False
+        finally:
+            _fsync_dir(parent)
+        return True
+    _fsync_dir(parent)
     return True
 
 

@@ -69,7 +69,7 @@ import pandas as pd
 from fastparquet.cencoding import from_buffer
 
 from ost import intervals, klines
-from ost.backend import LOCKS_DIR, Backend, is_temp, open_backend, write_bytes_synced
+from ost.backend import LOCKS_DIR, Backend, is_temp, open_backend
 from ost.errors import (
     BadInput,
     InvalidCandle,
@@ -412,9 +412,12 @@ def write_frame(backend: Backend, path: str, frame: pd.DataFrame) -> None:
     write_columns(backend, path, klines.columns_of(frame))
 
 
-def write_columns(backend: Backend, path: str, columns: klines.Columns) -> None:
-    """Replace ``path`` with ``columns`` (times as epoch ms) as Parquet, atomically (locked)."""
-    backend.replace(path, lambda temp: _write_parquet(temp, columns))
+def write_columns(backend: Backend, path: str, columns: klines.Columns) -> bool:
+    """Replace ``path`` with ``columns`` (times as epoch ms) as Parquet, atomically (locked).
+
+    Whether the partition's directory was made by this write (:meth:`Backend.write_bytes`).
+    """
+    return backend.write_bytes(path, _parquet_bytes(columns))
 
 
 def _parse(backend: Backend, path: str, use: Callable[[Any], Any]) -> Any:
@@ -457,12 +460,12 @@ class Footer:
         return max(values)
 
 
-def _write_parquet(path: str, columns: klines.Columns) -> None:
-    """Write ``columns`` (the stored ones, times as epoch ms) as one Parquet file, fsynced.
+def _parquet_bytes(columns: klines.Columns) -> bytes:
+    """``columns`` (the stored ones, times as epoch ms) as the bytes of one Parquet file.
 
     pyarrow encodes it (the reference implementation, and 5 times less CPU than fastparquet's
     ``write_simple`` for a day of 1m: ``benchmarks/cpu_per_page.py``) from the numpy columns,
-    in memory; one synced write puts the bytes in ``path``. The file is what the
+    in memory; the backend's one atomic write puts the bytes in place. The file is what the
     interface promises (docs/CONTRACT.md): the time columns ``timestamp[ms, UTC]`` with min/max
     statistics, the others float64 or int64, ZSTD, and pandas metadata, by which fastparquet
     (the store's reader) reads the same dtypes as pyarrow and DuckDB.
@@ -480,7 +483,7 @@ def _write_parquet(path: str, columns: klines.Columns) -> None:
         use_dictionary=False,  # prices rarely repeat: a dictionary costs half the write
         write_statistics=list(STATISTICS_COLUMNS),
     )
-    write_bytes_synced(path, sink.getvalue().to_pybytes())
+    return bytes(sink.getvalue().to_pybytes())
 
 
 @functools.cache
@@ -581,8 +584,8 @@ class CandleStore:
         path = self._path(symbol, interval, period)
         stored = self._read_partition(symbol, interval, period)
         if stored is None:
-            write_columns(self.backend, path, rows)
-            self._quarantine_foreign(symbol, interval, period)
+            if not write_columns(self.backend, path, rows):  # a directory just made holds
+                self._quarantine_foreign(symbol, interval, period)  # no foreign file
             return len(rows["open_time"])
         held = klines.columns_of(stored)
         replaced = np.isin(held["open_time"], rows["open_time"])
