@@ -69,7 +69,7 @@ import pandas as pd
 from fastparquet.cencoding import from_buffer
 
 from ost import intervals, klines
-from ost.backend import LOCKS_DIR, Backend, is_temp, open_backend
+from ost.backend import LOCKS_DIR, Backend, DirectorySyncs, is_temp, open_backend
 from ost.errors import (
     BadInput,
     InvalidCandle,
@@ -412,12 +412,15 @@ def write_frame(backend: Backend, path: str, frame: pd.DataFrame) -> None:
     write_columns(backend, path, klines.columns_of(frame))
 
 
-def write_columns(backend: Backend, path: str, columns: klines.Columns) -> bool:
+def write_columns(
+    backend: Backend, path: str, columns: klines.Columns, syncs: DirectorySyncs | None = None
+) -> bool:
     """Replace ``path`` with ``columns`` (times as epoch ms) as Parquet, atomically (locked).
 
-    Whether the partition's directory was made by this write (:meth:`Backend.write_bytes`).
+    Whether the partition's directory was made by this write (:meth:`Backend.write_bytes`,
+    which takes ``syncs``).
     """
-    return backend.write_bytes(path, _parquet_bytes(columns))
+    return backend.write_bytes(path, _parquet_bytes(columns), syncs)
 
 
 def _parse(backend: Backend, path: str, use: Callable[[Any], Any]) -> Any:
@@ -561,30 +564,51 @@ class CandleStore:
         """
         return self._merge(symbol, interval, _checked_incoming(frame, interval))
 
-    def merge_columns(self, symbol: Symbol, interval: Interval, columns: klines.Columns) -> int:
+    def merge_columns(
+        self,
+        symbol: Symbol,
+        interval: Interval,
+        columns: klines.Columns,
+        *,
+        syncs: DirectorySyncs | None = None,
+    ) -> int:
         """:meth:`merge` of numpy columns (:data:`ost.klines.Columns`, times as epoch ms).
 
         What a backfill holds of its pages: no frame is built on the way to the file. The
-        columns are checked as a frame is (names, dtypes, missing values, candles).
+        columns are checked as a frame is (names, dtypes, missing values, candles). With
+        ``syncs``, the partition directories it makes are durable once ``syncs.sync()`` ran
+        (:class:`~ost.backend.DirectorySyncs`: a batch's one fsync of their parent).
         """
-        return self._merge(symbol, interval, _checked_columns(columns, interval, "these columns"))
+        checked = _checked_columns(columns, interval, "these columns")
+        return self._merge(symbol, interval, checked, syncs)
 
-    def _merge(self, symbol: Symbol, interval: Interval, incoming: klines.Columns) -> int:
+    def _merge(
+        self,
+        symbol: Symbol,
+        interval: Interval,
+        incoming: klines.Columns,
+        syncs: DirectorySyncs | None = None,
+    ) -> int:
         """Merge checked, sorted columns partition by partition, each under its lock."""
         added = 0
         for period, rows in _split_columns(interval, incoming):
             with self.lock(KLINES_DIR, symbol, interval, period):
-                added += self._merge_partition(symbol, interval, period, rows)
+                added += self._merge_partition(symbol, interval, period, rows, syncs)
         return added
 
     def _merge_partition(
-        self, symbol: Symbol, interval: Interval, period: dt.date, rows: klines.Columns
+        self,
+        symbol: Symbol,
+        interval: Interval,
+        period: dt.date,
+        rows: klines.Columns,
+        syncs: DirectorySyncs | None,
     ) -> int:
         """Read-modify-write one partition (its lock is held); the new open times."""
         path = self._path(symbol, interval, period)
         stored = self._read_partition(symbol, interval, period)
         if stored is None:
-            if not write_columns(self.backend, path, rows):  # a directory just made holds
+            if not write_columns(self.backend, path, rows, syncs):  # a directory just made holds
                 self._quarantine_foreign(symbol, interval, period)  # no foreign file
             return len(rows["open_time"])
         held = klines.columns_of(stored)
