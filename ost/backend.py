@@ -11,8 +11,11 @@ replaces the old file whole. On a local root (:class:`LocalBackend`) the temp fi
 file's own directory (``.part-<random>.tmp``: a leading dot and no ``.parquet`` suffix, so no
 reader ever opens it), is flushed and fsynced, then ``os.replace``-d onto the file, and the
 directory is fsynced; a crash at any instant leaves the old file or the new one, plus at worst a
-stale temp file, which the next write into that directory removes. On any other filesystem the
-file is written locally and uploaded with one ``put``, which object stores apply atomically.
+stale temp file, which the next write into that directory removes. A directory made on the way
+has its parent fsynced at once, or, for a batch of writes (a backfill's partitions), once at the
+batch's end (:class:`DirectorySyncs`), before the batch is reported stored. On any other
+filesystem the file is written locally and uploaded with one ``put``, which object stores apply
+atomically.
 
 **One lock** (:func:`hold_lock`, reached through :meth:`Backend.lock`): whoever changes a file
 holds that file's lock for its whole read-modify-write. It is a ``filelock`` (``flock``) lock file
