@@ -67,7 +67,7 @@ import numpy as np
 import pandas as pd
 
 from ost import intervals, klines
-from ost.backend import LOCKS_DIR, Backend, is_temp, open_backend, write_bytes_synced
+from ost.backend import LOCKS_DIR, Backend, DirectorySyncs, is_temp, open_backend
 from ost.errors import (
     BadInput,
     InvalidCandle,
@@ -353,9 +353,15 @@ def write_frame(backend: Backend, path: str, frame: pd.DataFrame) -> None:
     write_columns(backend, path, klines.columns_of(frame))
 
 
-def write_columns(backend: Backend, path: str, columns: klines.Columns) -> None:
-    """Replace ``path`` with ``columns`` (times as epoch ms) as Parquet, atomically (locked)."""
-    backend.replace(path, lambda temp: _write_parquet(temp, columns))
+def write_columns(
+    backend: Backend, path: str, columns: klines.Columns, syncs: DirectorySyncs | None = None
+) -> bool:
+    """Replace ``path`` with ``columns`` (times as epoch ms) as Parquet, atomically (locked).
+
+    Whether the partition's directory was made by this write (:meth:`Backend.write_bytes`,
+    which takes ``syncs``).
+    """
+    return backend.write_bytes(path, _parquet_bytes(columns), syncs)
 
 
 def _parse(backend: Backend, path: str, use: Callable[[Any], Result]) -> Result | None:
@@ -463,15 +469,17 @@ def _pandas_dtype(kind: Any) -> str:
         return str(kind)
 
 
-def _write_parquet(path: str, columns: klines.Columns) -> None:
-    """Write ``columns`` (the stored ones, times as epoch ms) as one Parquet file, fsynced.
+def _parquet_bytes(columns: klines.Columns) -> bytes:
+    """``columns`` (the stored ones, times as epoch ms) as the bytes of one Parquet file.
 
     pyarrow encodes it (the reference implementation, and 5 times less CPU than fastparquet's
     ``write_simple`` for a day of 1m: ``benchmarks/cpu_per_page.py``) from the numpy columns,
-    in memory; one synced write puts the bytes in ``path``. The file is what the
+    in memory; the backend's one atomic write puts the bytes in place. The file is what the
     interface promises (docs/CONTRACT.md): the time columns ``timestamp[ms, UTC]`` with min/max
-    statistics, the others float64 or int64, ZSTD, and pandas metadata, by which fastparquet
-    (the store's reader) reads the same dtypes as pyarrow and DuckDB.
+    statistics, the others float64 or int64, ZSTD, page checksums (CRC32, checked by every read
+    of the store: a flipped byte in a data page is a damaged file, not a wrong price), and pandas
+    metadata, by which fastparquet (one of ``ost verify``'s readers) reads the same dtypes as
+    pyarrow and DuckDB.
     """
     pa, parquet, schema = _arrow()
     table = pa.Table.from_arrays(
@@ -485,8 +493,9 @@ def _write_parquet(path: str, columns: klines.Columns) -> None:
         compression=COMPRESSION,
         use_dictionary=False,  # prices rarely repeat: a dictionary costs half the write
         write_statistics=list(STATISTICS_COLUMNS),
+        write_page_checksum=True,
     )
-    write_bytes_synced(path, sink.getvalue().to_pybytes())
+    return bytes(sink.getvalue().to_pybytes())
 
 
 @functools.cache
@@ -565,31 +574,52 @@ class CandleStore:
         """
         return self._merge(symbol, interval, _checked_incoming(frame, interval))
 
-    def merge_columns(self, symbol: Symbol, interval: Interval, columns: klines.Columns) -> int:
+    def merge_columns(
+        self,
+        symbol: Symbol,
+        interval: Interval,
+        columns: klines.Columns,
+        *,
+        syncs: DirectorySyncs | None = None,
+    ) -> int:
         """:meth:`merge` of numpy columns (:data:`ost.klines.Columns`, times as epoch ms).
 
         What a backfill holds of its pages: no frame is built on the way to the file. The
-        columns are checked as a frame is (names, dtypes, missing values, candles).
+        columns are checked as a frame is (names, dtypes, missing values, candles). With
+        ``syncs``, the partition directories it makes are durable once ``syncs.sync()`` ran
+        (:class:`~ost.backend.DirectorySyncs`: a batch's one fsync of their parent).
         """
-        return self._merge(symbol, interval, _checked_columns(columns, interval, "these columns"))
+        checked = _checked_columns(columns, interval, "these columns")
+        return self._merge(symbol, interval, checked, syncs)
 
-    def _merge(self, symbol: Symbol, interval: Interval, incoming: klines.Columns) -> int:
+    def _merge(
+        self,
+        symbol: Symbol,
+        interval: Interval,
+        incoming: klines.Columns,
+        syncs: DirectorySyncs | None = None,
+    ) -> int:
         """Merge checked, sorted columns partition by partition, each under its lock."""
         added = 0
         for period, rows in _split_columns(interval, incoming):
             with self.lock(KLINES_DIR, symbol, interval, period):
-                added += self._merge_partition(symbol, interval, period, rows)
+                added += self._merge_partition(symbol, interval, period, rows, syncs)
         return added
 
     def _merge_partition(
-        self, symbol: Symbol, interval: Interval, period: dt.date, rows: klines.Columns
+        self,
+        symbol: Symbol,
+        interval: Interval,
+        period: dt.date,
+        rows: klines.Columns,
+        syncs: DirectorySyncs | None,
     ) -> int:
         """Read-modify-write one partition (its lock is held); the new open times."""
         path = self._path(symbol, interval, period)
         stored = self._read_partition(symbol, interval, period)
         if stored is None:
-            write_columns(self.backend, path, rows)
-            self._quarantine_foreign(symbol, interval, period)
+            if not write_columns(self.backend, path, rows, syncs):  # a directory just made holds
+                self._quarantine_foreign(symbol, interval, period)  # no foreign file
             return len(rows["open_time"])
         held = klines.columns_of(stored)
         replaced = np.isin(held["open_time"], rows["open_time"])

@@ -24,6 +24,7 @@ from candles import FASTPARQUET_VALUES, make_candles
 from oracle import assert_candles
 
 from ost import intervals, klines
+from ost.backend import DirectorySyncs
 from ost.errors import BadInput, InvalidCandle, StoreCorrupt, StoreError
 from ost.store import (
     COMPRESSION,
@@ -246,6 +247,22 @@ def test_update_reads_no_older_partition(
         assert store.merge(SYMBOL, "1m", update) == 15
     assert listed == [str(newest.parent)]  # for foreign files beside the one it wrote
     assert store.last_open_time(SYMBOL, "1m") == int(klines.open_time_ms(update)[-1])
+
+
+def test_batch_leaves_new_directories_to_one_sync(store: CandleStore, tmp_path: Path) -> None:
+    """Merges with a DirectorySyncs leave the fsync of the parents they added to its one sync."""
+    candles = make_candles("1m", T0, 3 * 1440)
+    syncs = DirectorySyncs()
+    added = store.merge_columns(SYMBOL, "1m", klines.columns_of(candles), syncs=syncs)
+    assert added == 3 * 1440
+    stream = tmp_path / "klines" / f"symbol={SYMBOL}" / "interval=1m"
+    assert syncs.pending == sorted(map(str, [tmp_path, tmp_path / "klines", stream.parent, stream]))
+    syncs.sync()
+    assert syncs.pending == []
+    assert_candles(store.load_klines(SYMBOL, "1m"), candles)
+    more = make_candles("1m", T0 + 3 * 1440 * MINUTE, 1440)
+    store.merge_columns(SYMBOL, "1m", klines.columns_of(more), syncs=syncs)
+    assert syncs.pending == [str(stream)]  # only the stream's directory gained an entry
 
 
 def test_identical_merge_rewrites_nothing(store: CandleStore, tmp_path: Path) -> None:

@@ -215,11 +215,6 @@ def test_damaged_partition_files_are_reported_and_never_crash_the_reader(
     assert len(corrupt) > len(found) // 2, sorted(set(found) - corrupt)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the store's writer sets no page checksums (pyarrow's write_page_checksum): a flipped"
-    " byte in a ZSTD page can decode to other values; the reader verifies checksums when present",
-)
 def test_flipped_data_pages_are_reported_and_never_crash_the_reader(
     written: tuple[bytes, pd.DataFrame], tmp_path: Path
 ) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ost import intervals, klines
+from ost.backend import DirectorySyncs
 from ost.concurrency import BoundedPool
 from ost.intervals import Interval, Symbol
 from ost.store import CandleStore
@@ -35,12 +36,15 @@ class PartitionWriter:
     ) -> None:
         self.store, self.symbol, self.interval = store, symbol, interval
         self.merges: BoundedPool[int] = BoundedPool(workers)
+        #: The partition directories the merges of columns made: fsynced once, by :meth:`drain`.
+        self.syncs = DirectorySyncs()
 
     def __enter__(self) -> PartitionWriter:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.merges.close()
+        self.syncs.sync()
 
     def submit(self, rows: pd.DataFrame) -> int:
         """Start merging ``rows``; the new candles of the merges that finished meanwhile."""
@@ -48,11 +52,18 @@ class PartitionWriter:
 
     def submit_columns(self, rows: klines.Columns) -> int:
         """:meth:`submit` of numpy columns (:meth:`CandleStore.merge_columns`: no frame)."""
-        return sum(self.merges.submit(self.store.merge_columns, self.symbol, self.interval, rows))
+        merge = self.store.merge_columns
+        return sum(self.merges.submit(merge, self.symbol, self.interval, rows, syncs=self.syncs))
 
     def drain(self) -> int:
-        """Wait for every merge; the new candles they stored."""
-        return sum(self.merges.drain())
+        """Wait for every merge, then make what they stored durable; the new candles stored.
+
+        The new partition directories of :meth:`submit_columns` are fsynced here, once for
+        the batch (:class:`~ost.backend.DirectorySyncs`); a backfill reports its result after.
+        """
+        added = sum(self.merges.drain())
+        self.syncs.sync()
+        return added
 
 
 class PartitionBuffer:
