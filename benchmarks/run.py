@@ -427,7 +427,7 @@ from ost.binance import BinanceClient
 from ost.store import CandleStore
 url, root, start, end, source = sys.argv[1:6]
 with BinanceClient([url]) as client:
-    result = backfill_stream(client, CandleStore(root), BTCUSDT, ONE_MINUTE, int(start), int(end),
+    result = backfill_stream(client, CandleStore(root), "BTCUSDT", "1m", int(start), int(end),
                              source=source, archive_base_url=url)
 assert result.ok and result.written > 0, result
 # VmHWM is this process's own peak: ru_maxrss would carry the parent's over fork and exec.
