@@ -13,6 +13,7 @@ import typer
 from ost.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import TracebackType
 
     from rich.console import Console
@@ -244,19 +245,33 @@ def _request(
 
     ``fresh`` False takes the listing of symbols kept whatever its age (see :func:`_resolve`).
     """
+    return _streams_and_range(
+        runtime.settings,
+        (interval, symbols, days, start, end),
+        lambda selection: _resolve(runtime.universe, selection, fresh=fresh),
+    )
+
+
+def _streams_and_range(
+    settings: Settings,
+    request: tuple[str, str | None, float | None, str | None, str | None],
+    resolve: Callable[[Selection], list[Symbol]],
+) -> tuple[list[Stream], int, int]:
+    """``request`` (interval, symbols, days, start, end) checked; bad input exits 2."""
     from ost.args import streams_and_range
     from ost.clock import system_ms
 
+    interval, symbols, days, start, end = request
     with _bad_input_exits_2():
         return streams_and_range(
-            runtime.settings,
+            settings,
             interval=interval,
             symbols=symbols,
             days=days,
             start=start,
             end=end,
             now_ms=system_ms(),
-            resolve=lambda selection: _resolve(runtime.universe, selection, fresh=fresh),
+            resolve=resolve,
         )
 
 
@@ -409,7 +424,6 @@ def _check_stored(
     What :meth:`Runtime.check_gaps` does without a repair (:func:`ost.runtime.stored_gap_report`),
     without building the client: Binance is not asked, so httpx is not even imported.
     """
-    from ost.args import streams_and_range
     from ost.clock import system_ms
     from ost.intervals import parse_symbol
     from ost.ledger import Bookkeeping, Ledger
@@ -417,16 +431,11 @@ def _check_stored(
 
     with _bad_input_exits_2():
         store = open_store(settings.data_dir)
-        streams, start_ms, end_ms = streams_and_range(
-            settings,
-            interval=interval,
-            symbols=symbols,
-            days=days,
-            start=start,
-            end=end,
-            now_ms=system_ms(),
-            resolve=lambda selection: [parse_symbol(symbol) for symbol in selection.plain],
-        )
+    streams, start_ms, end_ms = _streams_and_range(
+        settings,
+        (interval, symbols, days, start, end),
+        lambda selection: [parse_symbol(symbol) for symbol in selection.plain],
+    )
     bookkeeping = Bookkeeping(Ledger.for_settings(settings))
     report, reading = stored_gap_report(store, bookkeeping, streams, start_ms, end_ms, system_ms())
     _warn(None if reading is None else reading.warning(settings.max_clock_skew))
