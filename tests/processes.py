@@ -251,6 +251,12 @@ def started(pid: int) -> int | None:
     return None if fields is None else int(fields[19])
 
 
+def stopped(pid: int) -> bool:
+    """Whether ``pid`` is stopped by a signal (state T in /proc/PID/stat)."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] == "T"
+
+
 def alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie waiting to be reaped does not)."""
     fields = _stat(pid)

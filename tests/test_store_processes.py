@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import processes
 import pyarrow.dataset as pds
 import pytest
 from candles import FASTPARQUET_VALUES, make_candles
@@ -31,6 +32,8 @@ SERIES_LENGTH = 1800
 #: The SIGKILL test's series: 30 days, so that its writers keep writing (a merge of candles
 #: already stored writes nothing) through every round of kills.
 KILL_SERIES_LENGTH = 30 * 1440
+#: How many writers the SIGKILL test kills: half at random instants, half stopped mid-write.
+KILLS = 12
 
 
 def series(length: int = SERIES_LENGTH) -> pd.DataFrame:
@@ -156,25 +159,26 @@ def test_readers_never_see_a_torn_file(tmp_path: Path) -> None:
 
 
 def test_sigkill_at_any_instant_leaves_the_last_valid_data(tmp_path: Path) -> None:
-    """A writer killed at random instants never loses committed rows, duplicates, or a file."""
+    """A writer killed at any instant, mid-write too, loses no committed row and leaves no file."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["ost.store", "candles", "test_store_processes"])
     log_path = tmp_path / "committed.log"
     store_root = tmp_path / "data"
     candles = series(KILL_SERIES_LENGTH)
     rng = random.Random(20261124)
-    kills = killed_mid_write = 0
+    killed_mid_write = 0
     temps: set[Path] = set()
-    deadline = time.monotonic() + 15
-    while kills < 12 or (killed_mid_write < 3 and time.monotonic() < deadline):
+    for kills in range(1, KILLS + 1):
         writer = context.Process(target=merge_forever, args=(str(store_root), str(log_path), kills))
         writer.start()
         wait_for_a_commit(log_path, writer)
-        time.sleep(rng.uniform(0.0, 0.1))
+        if kills % 2:
+            time.sleep(rng.uniform(0.0, 0.1))
+        else:
+            stop_mid_write(writer.pid or 0, store_root, temps, rng)
         os.kill(writer.pid or 0, signal.SIGKILL)
         writer.join()
         assert writer.exitcode == -signal.SIGKILL
-        kills += 1
         temps, previous = set(store_root.rglob(f"{TEMP_PREFIX}*")), temps
         killed_mid_write += bool(temps - previous)
 
@@ -183,7 +187,25 @@ def test_sigkill_at_any_instant_leaves_the_last_valid_data(tmp_path: Path) -> No
         stored = np.isin(klines.open_time_ms(candles), klines.open_time_ms(loaded))
         assert stored[committed_rows(log_path)].all()
         assert_candles(loaded, candles[stored])
-    assert killed_mid_write > 0, f"{kills} kills, none mid-write"
+    assert killed_mid_write >= KILLS // 2, f"{KILLS} kills, {killed_mid_write} mid-write"
+
+
+def stop_mid_write(pid: int, root: Path, before: set[Path], rng: random.Random) -> None:
+    """SIGSTOP ``pid`` at random instants until it is caught with a new temp file under ``root``.
+
+    Writes are fast, so a kill at a random instant seldom lands inside one; a writer stopped
+    while its temp file exists is stopped mid-write, at whatever instruction it had reached.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        os.kill(pid, signal.SIGSTOP)
+        while not processes.stopped(pid):
+            assert time.monotonic() < deadline
+        if set(root.rglob(f"{TEMP_PREFIX}*")) - before:
+            return
+        os.kill(pid, signal.SIGCONT)
+        assert time.monotonic() < deadline
+        time.sleep(rng.uniform(0.0, 0.003))
 
 
 def wait_for_a_commit(log_path: Path, writer: multiprocessing.process.BaseProcess) -> None:
