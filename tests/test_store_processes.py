@@ -109,6 +109,11 @@ def check_readable_without_duplicates(root: Path) -> pd.DataFrame:
     return loaded
 
 
+def temp_files(root: Path) -> set[Path]:
+    """The temp files of unfinished writes under ``root``."""
+    return set(root.rglob(f"{TEMP_PREFIX}*"))
+
+
 def parquet_names(root: Path) -> set[str]:
     """The names of every ``.parquet`` file under ``root``."""
     return {path.name for path in root.rglob("*.parquet")}
@@ -179,7 +184,7 @@ def test_sigkill_at_any_instant_leaves_the_last_valid_data(tmp_path: Path) -> No
         os.kill(writer.pid or 0, signal.SIGKILL)
         writer.join()
         assert writer.exitcode == -signal.SIGKILL
-        temps, previous = set(store_root.rglob(f"{TEMP_PREFIX}*")), temps
+        temps, previous = temp_files(store_root), temps
         killed_mid_write += bool(temps - previous)
 
         assert parquet_names(store_root) == {"part.parquet"}
@@ -201,7 +206,7 @@ def stop_mid_write(pid: int, root: Path, before: set[Path], rng: random.Random) 
         os.kill(pid, signal.SIGSTOP)
         while not processes.stopped(pid):
             assert time.monotonic() < deadline
-        if set(root.rglob(f"{TEMP_PREFIX}*")) - before:
+        if temp_files(root) - before:
             return
         os.kill(pid, signal.SIGCONT)
         assert time.monotonic() < deadline
